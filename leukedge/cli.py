@@ -1,0 +1,41 @@
+"""The ``leukedge`` command line: one program, Ultralytics-style verbs.
+
+Each verb lives in ``leukedge.commands.<verb>`` and imports heavy libraries
+only inside its functions, so ``leukedge run`` stays as light as the edge core.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import __version__
+from .commands import data
+
+app = typer.Typer(
+    name="leukedge",
+    help="B-ALL blood-smear classification: data, segmentation, training, export "
+    "and an offline edge station. Decision support for research use, not a diagnosis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"leukedge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """B-ALL blood-smear classification from notebook to Raspberry Pi."""
+
+
+def main() -> None:
+    app()

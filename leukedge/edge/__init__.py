@@ -1,0 +1,9 @@
+"""The light edge core: numpy, OpenCV, ONNX Runtime and LiteRT only.
+
+Nothing under ``leukedge.edge`` may import tensorflow, torch or ultralytics.
+"""
+
+from .classes import CLASSES, SCHEMES, scheme_classes
+from .synth import synth_field
+
+__all__ = ["CLASSES", "SCHEMES", "scheme_classes", "synth_field"]

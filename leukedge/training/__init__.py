@@ -1,0 +1,1 @@
+"""Training: data layer, Ultralytics and Keras models (heavy imports happen inside functions)."""
