@@ -24,12 +24,18 @@ def _ratios(text: str) -> tuple[float, float, float]:
 
 @app.command()
 def split(
-    src: Path = typer.Argument(..., help="Data folder (Taleqani, Kaggle or class-per-folder layout)."),
+    src: Path = typer.Argument(
+        ..., help="Data folder (Taleqani, Kaggle or class-per-folder layout)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for split.csv and split.json."),
-    classes: str = typer.Option("4", help="Class scheme: 4 (Benign/Early/Pre/Pro), 3 (no Early), 2 (benign vs malignant)."),
+    classes: str = typer.Option(
+        "4", help="Class scheme: 4 (Benign/Early/Pre/Pro), 3 (no Early), 2 (benign vs malignant)."
+    ),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same split."),
     ratios: str = typer.Option("0.85,0.10,0.05", help="train,val,test shares."),
-    folds: int = typer.Option(0, help="K > 1: keep the test share out and deal the rest into K cross-validation folds."),
+    folds: int = typer.Option(
+        0, help="K > 1: keep the test share out and deal the rest into K cross-validation folds."
+    ),
 ) -> None:
     """Write a stratified split where duplicates and near-duplicates never straddle two splits."""
     from ..training.datasets import find_dataset
@@ -61,7 +67,8 @@ def split(
     table.add_row("all", *map(str, totals), str(sum(totals)), style="bold")
     console.print(table)
     console.print(
-        f"{summary['duplicate_groups']} duplicate groups ({summary['files_in_duplicate_groups']} files; "
+        f"{summary['duplicate_groups']} duplicate groups "
+        f"({summary['files_in_duplicate_groups']} files; "
         f"exact SHA-256 or perceptual hash within {summary['near_duplicate_bits']}/64 bits), "
         f"each kept inside one split. Train balancing by flips: "
         f"{summary['balanced_train_per_class']} per class. Wrote {out / 'split.csv'}"
@@ -70,12 +77,14 @@ def split(
 
 @app.command()
 def synth(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (Taleqani layout + Masks/)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Folder to write (Taleqani layout + Masks/)."
+    ),
     n: int = typer.Option(20, help="Fields per class."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same fields."),
     size: int = typer.Option(224, help="Field side in pixels."),
 ) -> None:
-    """Write synthetic smear fields with exact blast masks (for demos and tests, not accuracy claims)."""
+    """Write synthetic fields with exact blast masks (demos and tests, never accuracy claims)."""
     from ..edge.synth import write_synth_dataset
 
     paths = write_synth_dataset(out, n, seed=seed, size=(size, size))

@@ -215,7 +215,7 @@ def make_split(
     folds: int = 0,
     near_bits: int = NEAR_DUPLICATE_BITS,
 ) -> dict:
-    """Scan, group, split and write ``out/split.csv`` and ``out/split.json``; returns the summary."""
+    """Scan, group and split; write ``out/split.csv`` and ``out/split.json``; return the summary."""
     items = dataset.select(scheme)
     rows, bad = scan(items, near_bits)
     if not rows:
@@ -247,4 +247,3 @@ def make_split(
     }
     (out / "split.json").write_text(json.dumps(summary, indent=2))
     return summary
-
