@@ -1,0 +1,218 @@
+"""Ultralytics YOLO classification: ImageFolder from a split.csv, offline training.
+
+Ultralytics is imported inside the functions, after ``ensure_offline()``.
+
+Inference preprocessing
+-----------------------
+What Ultralytics 8.4 does for ``task="classify"`` at predict time
+(``ClassificationPredictor`` with ``data/augment.py:classify_transforms(S)``;
+validation uses the same transforms), for a square ``imgsz`` S. A standalone
+runner must reproduce it (``classify_preprocess`` is the reference):
+
+1. Resize: torchvision ``Resize(S)`` on a PIL image, i.e. Pillow
+   ``Image.resize((w, h), BILINEAR)`` (antialiased when shrinking). The
+   shorter side becomes S, the longer ``int(S * long / short)`` (floored);
+   an image whose shorter side already is S is not resampled.
+2. Centre crop S x S at ``top = round((h - S) / 2)``,
+   ``left = round((w - S) / 2)`` (Python ``round``: halves to even).
+3. RGB channel order, HWC -> CHW, float32 divided by 255; mean (0, 0, 0) and
+   std (1, 1, 1), i.e. no mean/std normalisation.
+
+The exported network takes ``images`` float32 (N, 3, S, S) and returns
+``output0`` float32 (N, n_classes) softmax probabilities. Class i is the i-th
+class folder name in sorted order (for ``CLASSES`` that is their own order).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from leukedge.edge.imageio import read_field, write_field
+from leukedge.offline import ensure_offline
+from leukedge.training.split import SPLITS, read_split
+
+#: Ultralytics classify preprocessing (see the module docstring), for model metadata.
+PREPROCESS: dict[str, object] = {
+    "resize": "shorter_side",
+    "interpolation": "pil_bilinear",
+    "crop": "center",
+    "channels": "RGB",
+    "layout": "NCHW",
+    "scale": 1 / 255,
+    "mean": [0.0, 0.0, 0.0],
+    "std": [1.0, 1.0, 1.0],
+}
+
+
+def classify_preprocess(rgb: np.ndarray, imgsz: int = 224) -> np.ndarray:
+    """Ultralytics' classify preprocessing of an RGB uint8 (H, W, 3) field.
+
+    Returns float32 (1, 3, imgsz, imgsz), RGB, values in [0, 1].
+    """
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    if min(h, w) != imgsz:
+        long = int(imgsz * max(h, w) / min(h, w))
+        size = (imgsz, long) if w <= h else (long, imgsz)  # PIL (width, height)
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        h, w = rgb.shape[:2]
+    top, left = int(round((h - imgsz) / 2.0)), int(round((w - imgsz) / 2.0))
+    crop = rgb[top : top + imgsz, left : left + imgsz]
+    return np.ascontiguousarray(crop.transpose(2, 0, 1)[None], np.float32) / 255
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # other file system, or links not allowed
+        shutil.copyfile(src, dst)
+
+
+def build_imagefolder(
+    split_csv: str | Path,
+    out_dir: str | Path,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Path:
+    """Write the ImageFolder tree Ultralytics classification trains on.
+
+    Reads ``split_csv`` (``leukedge.training.split.read_split``) and writes
+    ``out_dir/<split>/<label>/`` for each split present (train required; val,
+    test optional). Every split gets a folder for every label, empty or not,
+    so class indices agree. Existing ``out_dir/<split>`` trees and Ultralytics
+    ``<split>.cache`` files are replaced. Files are hard links (copies across
+    file systems) or, with ``preprocess(rgb uint8 (H, W, 3)) -> rgb uint8
+    (h, w, 3)``, PNGs. Returns ``out_dir``.
+    """
+    rows = read_split(split_csv)
+    splits = {r.split for r in rows}
+    if unknown := splits - set(SPLITS):
+        raise ValueError(f"{split_csv}: unknown split(s) {sorted(unknown)}; use {SPLITS}")
+    if "train" not in splits:
+        raise ValueError(f"{split_csv}: no train rows")
+    labels = sorted({r.label for r in rows})
+
+    out_dir = Path(out_dir)
+    for split in SPLITS:
+        shutil.rmtree(out_dir / split, ignore_errors=True)
+        (out_dir / f"{split}.cache").unlink(missing_ok=True)
+    for split in splits:
+        for label in labels:
+            (out_dir / split / label).mkdir(parents=True)
+    for i, row in enumerate(rows):
+        src = Path(row.path)
+        folder = out_dir / row.split / row.label
+        suffix = ".png" if preprocess else src.suffix
+        dst = folder / f"{src.stem}{suffix}"
+        if dst.exists():  # same file name from another source folder
+            dst = folder / f"{src.stem}-{i}{suffix}"
+        if preprocess is None:
+            _link_or_copy(src, dst)
+        else:
+            write_field(dst, preprocess(read_field(src)))
+    return out_dir
+
+
+def _arch_yaml(arch: str) -> str:
+    """Architecture name or YAML path -> YAML Ultralytics builds from (never a .pt)."""
+    if arch.endswith(".pt"):
+        raise ValueError(f"arch={arch!r}: name an architecture (yolo11n-cls); .pt goes to weights=")
+    return arch if arch.endswith((".yaml", ".yml")) else f"{arch}.yaml"
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def train_yolo(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    arch: str = "yolo11n-cls",
+    epochs: int = 30,
+    imgsz: int = 224,
+    batch: int = 32,
+    seed: int = 0,
+    workers: int = 0,
+    device: str | int | None = None,
+    weights: str | Path | None = None,
+    threads: int | None = None,
+    amp: bool | str | None = None,
+    plots: bool | None = None,
+    **train_args,
+) -> Path:
+    """Train a YOLO classifier offline; returns the path of ``best.pt``.
+
+    data_dir : ImageFolder tree from ``build_imagefolder``.
+    out_dir : run folder (``weights/best.pt``, ``results.csv``, plots).
+    arch : architecture YAML shipped with Ultralytics (``yolo11n-cls``,
+        ``yolov8n-cls``, ``yolo12n-cls``) or a YAML path; the model is built
+        from it, never downloaded.
+    device : None -> CUDA device 0 when available, else ``"cpu"``.
+    weights : optional local ``.pt`` whose matching layers initialise the model.
+    threads : CPU threads for torch (default: the CPUs this process may use).
+    amp : None -> ``"bf16"`` on a bf16-capable GPU, else False; always False
+        on CPU. True/"fp16" are refused: Ultralytics' AMP check downloads
+        yolo26n.pt.
+    plots : None -> only when ``ensure_offline`` placed a font.
+    train_args : further Ultralytics train arguments (lr0, hsv_h, ...).
+
+    Training is seeded and ``deterministic=True``.
+    """
+    env = ensure_offline()
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.utils import torch_utils
+
+    data_dir = Path(data_dir).resolve()
+    if not (data_dir / "train").is_dir():
+        raise FileNotFoundError(f"{data_dir}: no train/ folder (see build_imagefolder)")
+    if weights is not None:
+        weights = Path(weights).resolve()
+        if not weights.is_file():
+            raise FileNotFoundError(f"weights {weights} not found (nothing is downloaded)")
+    if device is None:
+        device = 0 if torch.cuda.is_available() else "cpu"
+    on_gpu = str(device) not in {"cpu", "mps"}
+    if amp is None or not on_gpu:
+        amp = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else False
+    if amp is True or amp == "fp16":
+        raise ValueError("amp=True/'fp16' runs Ultralytics' AMP check, which downloads yolo26n.pt")
+    if plots is None:
+        plots = env.font is not None
+    elif plots and env.font is None:
+        raise ValueError("plots=True needs a local TTF (Ultralytics would download Arial.ttf)")
+
+    out_dir = Path(out_dir).resolve()
+    args = {
+        "data": str(data_dir),
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": batch,
+        "seed": seed,
+        "deterministic": True,
+        "workers": workers,
+        "device": device,
+        "amp": amp,
+        "plots": plots,
+        "pretrained": str(weights) if weights else False,
+        "project": str(out_dir.parent),
+        "name": out_dir.name,
+        "exist_ok": True,
+        **train_args,
+    }
+    # select_device() resets torch to Ultralytics' NUM_THREADS (min(8, cpu_count - 1)).
+    saved = torch_utils.NUM_THREADS, torch.get_num_threads()
+    torch_utils.NUM_THREADS = threads or _cpu_count()
+    try:
+        model = YOLO(_arch_yaml(arch), task="classify")
+        model.train(**args)
+    finally:
+        torch_utils.NUM_THREADS = saved[0]
+        torch.set_num_threads(saved[1])
+    return Path(model.trainer.best)

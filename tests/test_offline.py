@@ -1,0 +1,162 @@
+"""Offline guarantees: ``ensure_offline`` and a tiny YOLO train + ONNX export with no network."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+
+from leukedge.edge.classes import CLASSES
+from leukedge.edge.imageio import read_field
+from leukedge.edge.synth import write_synth_dataset
+from leukedge.offline import FONT_NAMES, OFFLINE_ENV, OFFLINE_SETTINGS, ensure_offline, find_ttf
+
+ENV_KEYS = (*OFFLINE_ENV, "YOLO_CONFIG_DIR", "ULTRALYTICS_API_KEY")
+
+
+@pytest.fixture
+def restore_env(monkeypatch):
+    """Undo ``ensure_offline``'s environment changes after the test."""
+    for key in ENV_KEYS:
+        if key in os.environ:
+            monkeypatch.setenv(key, os.environ[key])
+        else:
+            monkeypatch.delenv(key, raising=False)
+
+
+def _loopback(host) -> bool:
+    host = host.decode() if isinstance(host, bytes) else str(host)
+    return host in {"", "localhost", "::1"} or host.startswith("127.")
+
+
+@pytest.fixture
+def network_attempts(monkeypatch):
+    """Refuse and record every non-loopback connection or name lookup; yields the record."""
+    attempts: list[tuple[str, object]] = []
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+    create_connection, getaddrinfo = socket.create_connection, socket.getaddrinfo
+    gethostbyname = socket.gethostbyname
+
+    def guard(kind, host, address):
+        if not _loopback(host):
+            attempts.append((kind, address))
+            raise OSError(f"network disabled in tests: {kind} {address}")
+
+    def guarded_connect(real):
+        def method(self, address):
+            if self.family in (socket.AF_INET, socket.AF_INET6):
+                guard("connect", address[0], address)
+            return real(self, address)
+
+        return method
+
+    def guarded_create_connection(address, *args, **kwargs):
+        guard("create_connection", address[0], address)
+        return create_connection(address, *args, **kwargs)
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        if host is not None:
+            guard("getaddrinfo", host, host)
+        return getaddrinfo(host, *args, **kwargs)
+
+    def guarded_gethostbyname(host):
+        guard("gethostbyname", host, host)
+        return gethostbyname(host)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect(connect_ex))
+    monkeypatch.setattr(socket, "create_connection", guarded_create_connection)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    monkeypatch.setattr(socket, "gethostbyname", guarded_gethostbyname)
+    yield attempts
+
+
+def test_ensure_offline_sets_env_settings_and_font(tmp_path, restore_env, monkeypatch):
+    monkeypatch.setenv("ULTRALYTICS_API_KEY", "dummy")
+    env = ensure_offline(tmp_path / "cfg")
+    assert ensure_offline(tmp_path / "cfg") == env  # idempotent
+    assert env.config_dir == tmp_path / "cfg"
+    for key, value in OFFLINE_ENV.items():
+        assert os.environ[key] == value
+    assert os.environ["YOLO_CONFIG_DIR"] == str(tmp_path / "cfg")
+    assert "ULTRALYTICS_API_KEY" not in os.environ
+    ul_dir = tmp_path / "cfg" / "Ultralytics"
+    settings = json.loads((ul_dir / "settings.json").read_text())
+    assert {k: settings[k] for k in OFFLINE_SETTINGS} == OFFLINE_SETTINGS
+    ttf = find_ttf()
+    if ttf is None:
+        assert env.font is None
+    else:
+        assert env.font == ul_dir / "Arial.ttf"
+        for name in FONT_NAMES:
+            assert (ul_dir / name).read_bytes() == ttf.read_bytes()
+
+
+def _write_split(root, n_per_class: int = 6):
+    """Synthetic 48x64 fields: per class all but two train, one val, one test."""
+    paths = write_synth_dataset(root / "raw", n_per_class, size=(48, 64))
+    split_csv = root / "split.csv"
+    with split_csv.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "split", "group"])
+        for group, path in enumerate(paths):
+            i = int(path.stem.rsplit("-", 1)[1])
+            split = "val" if i == n_per_class - 2 else "test" if i == n_per_class - 1 else "train"
+            writer.writerow([path.resolve(), path.parent.name, split, group])
+    return split_csv
+
+
+def test_build_imagefolder_links_or_preprocesses(tmp_path):
+    from leukedge.training.yolo import build_imagefolder
+
+    split_csv = _write_split(tmp_path, n_per_class=3)  # per class: 1 train, 1 val, 1 test
+    out = build_imagefolder(split_csv, tmp_path / "folder")
+    for split in ("train", "val", "test"):
+        folders = sorted((out / split).iterdir())
+        assert [f.name for f in folders] == list(CLASSES)
+        assert all(len(list(f.iterdir())) == 1 for f in folders)
+    linked = next((out / "train" / "Pre").iterdir())
+    src = tmp_path / "raw" / "Original" / "Pre" / linked.name
+    assert linked.read_bytes() == src.read_bytes()
+
+    out = build_imagefolder(split_csv, tmp_path / "folder", preprocess=lambda rgb: rgb[:32, :32])
+    assert read_field(next((out / "val" / "Early").iterdir())).shape == (32, 32, 3)
+    assert sum(1 for _ in out.rglob("*.png")) == 3 * len(CLASSES)  # old tree replaced
+
+
+@pytest.mark.slow
+def test_tiny_train_and_onnx_export_stay_offline(tmp_path, restore_env, network_attempts):
+    pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("ultralytics not installed")
+    from leukedge.export.onnx_yolo import export_yolo_onnx
+    from leukedge.training.yolo import build_imagefolder, classify_preprocess, train_yolo
+
+    data = build_imagefolder(_write_split(tmp_path), tmp_path / "folder")
+    for split in ("train", "val", "test"):
+        assert sorted(p.name for p in (data / split).iterdir() if p.is_dir()) == list(CLASSES)
+    best = train_yolo(data, tmp_path / "run", epochs=1, imgsz=32, batch=8, seed=0)
+    onnx_path = export_yolo_onnx(best, tmp_path / "onnx", imgsz=32)  # checks |ONNX - torch| < 1e-4
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["names"]) == list(CLASSES)
+    assert json.loads(meta["leukedge.preprocess"])["imgsz"] == 32
+    field = sorted((data / "test" / "Pro").iterdir())[0]
+    probs = sess.run(None, {"images": classify_preprocess(read_field(field), 32)})[0]
+    assert probs.shape == (1, len(CLASSES))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+    # The documented preprocessing reproduces Ultralytics' own predictor (resize + crop of 48x64).
+    from ultralytics import YOLO
+
+    result = YOLO(str(best)).predict(str(field), device="cpu", verbose=False)[0]
+    np.testing.assert_allclose(result.probs.data.cpu().numpy(), probs[0], atol=1e-4)
+    assert network_attempts == []
