@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import data
+from .commands import data, results
 
 app = typer.Typer(
     name="leukedge",
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(results.app, name="results")
 
 
 def _version(value: bool) -> None:

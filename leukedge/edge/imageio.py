@@ -68,9 +68,13 @@ def decode_field(data: bytes, source: str | Path = "<bytes>", max_pixels: int = 
     if img is None or img.size == 0:
         raise FieldError(source, "not a readable image")
     if img.ndim == 3 and img.shape[0] * img.shape[1] > max_pixels:
-        raise FieldError(source, f"image too large ({img.shape[1]}x{img.shape[0]} > {max_pixels} px)")
+        raise FieldError(
+            source, f"image too large ({img.shape[1]}x{img.shape[0]} > {max_pixels} px)"
+        )
     if img.dtype != np.uint8:
-        raise FieldError(source, f"{img.dtype} pixels (e.g. 16-bit); an 8-bit RGB field is required")
+        raise FieldError(
+            source, f"{img.dtype} pixels (e.g. 16-bit); an 8-bit RGB field is required"
+        )
     if img.ndim == 2 or img.shape[2] == 1:
         raise FieldError(source, "grayscale image; a colour (RGB) smear field is required")
     if img.shape[2] == 4:

@@ -1,0 +1,107 @@
+"""The frame type and the interface every source implements."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One smear field from a source.
+
+    source_id : where it came from: a file path, ``picamera2:0#123``, ``usb:0#17``,
+        ``video:PATH#42`` or ``synthetic:Pro#3`` (``#n``: frame number in the stream).
+    rgb : uint8 (H, W, 3) RGB pixels; None when ``error`` is set.
+    data : the encoded bytes of a field read from a file, else None.
+    error : what is wrong with this frame (names the source and the problem), else None.
+    time : wall-clock time (``time.time()``) at which the source acquired the frame.
+    """
+
+    source_id: str
+    rgb: np.ndarray | None = None
+    data: bytes | None = None
+    error: str | None = None
+    time: float = field(default_factory=time.time)
+
+    @cached_property
+    def sha256(self) -> str | None:
+        """Hex SHA-256 of ``data`` (same as ``sha256sum`` of the file), else of the
+        raw ``rgb`` bytes, else None."""
+        if self.data is not None:
+            return hashlib.sha256(self.data).hexdigest()
+        if self.rgb is not None:
+            return hashlib.sha256(np.ascontiguousarray(self.rgb)).hexdigest()
+        return None
+
+
+class Source(ABC):
+    """An iterator (and context manager) of ``Frame`` objects.
+
+    Iteration never raises for a bad file or a lost camera: the problem arrives
+    as a ``Frame`` with ``error`` set and iteration goes on (or ends, when the
+    source cannot go on). ``stop()`` is safe from another thread or a signal
+    handler: iteration ends before the next frame. ``close()`` releases the
+    device; call it from the iterating thread (``with`` does).
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._iter: Iterator[Frame] | None = None
+
+    @abstractmethod
+    def _generate(self) -> Iterator[Frame]:
+        """Yield frames until exhausted or ``stopping``; release devices in ``finally``."""
+
+    def __iter__(self) -> Source:
+        return self
+
+    def __next__(self) -> Frame:
+        if self._iter is None:
+            self._iter = self._generate()
+        return next(self._iter)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Ask iteration to end (thread- and signal-safe)."""
+        self._stop.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early on ``stop()``; True when stopping."""
+        return self._stop.wait(seconds) if seconds > 0 else self.stopping
+
+    def mark_done(self, frame: Frame) -> None:  # noqa: B027 (a no-op unless overridden)
+        """Record that ``frame``'s result is safely logged. Only sources that
+        remember finished fields across restarts (the hot folder) do anything."""
+
+    def close(self) -> None:
+        """Stop and release the device (runs the generator's ``finally``)."""
+        self.stop()
+        if self._iter is not None:
+            self._iter.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def as_size(value: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """A (width, height) pair from an int (square), a pair or None."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value, value
+    width, height = (int(v) for v in value)
+    return width, height

@@ -1,0 +1,435 @@
+"""Frame sources: cameras (faked), hot folder, video, files, synthetic fields."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from leukedge.edge.sources import Frame, open_source
+from leukedge.edge.synth import synth_field
+
+FAST = {"poll": 0.01, "settle": 0.0, "decode_timeout": 0.0}
+
+
+def _png(path: Path, rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return buf.tobytes()
+
+
+def _field(seed: int = 0, size: int = 24) -> np.ndarray:
+    return synth_field("Pre", size=(size, size), seed=seed)[0]
+
+
+def _bounded(source, seconds: float = 10.0) -> list[Frame]:
+    """All frames of ``source``, stopping it after ``seconds`` so a bug cannot hang."""
+    timer = threading.Timer(seconds, source.stop)
+    timer.start()
+    try:
+        return list(source)
+    finally:
+        timer.cancel()
+
+
+# -- picamera2 ------------------------------------------------------------------
+
+
+class FakePicamera2:
+    """Records the picamera2 calls the source may make; RGB888 frames are B, G, R."""
+
+    instances: list[FakePicamera2] = []
+
+    def __init__(self, camera_num: int = 0):
+        self.calls: list[tuple] = [("Picamera2", camera_num)]
+        self.size = None
+        self.started_at = None
+        FakePicamera2.instances.append(self)
+
+    def create_still_configuration(self, main):
+        self.calls.append(("create_still_configuration", main))
+        return {"main": dict(main)}
+
+    def configure(self, config):
+        self.calls.append(("configure", config))
+        self.size = config["main"]["size"]
+
+    def start(self):
+        self.calls.append(("start",))
+        self.started_at = time.monotonic()
+
+    def capture_metadata(self):
+        self.calls.append(("capture_metadata", time.monotonic() - self.started_at))
+        return {"ExposureTime": 12000, "AnalogueGain": 1.25, "ColourGains": (1.8, 1.5), "Lux": 90}
+
+    def set_controls(self, controls):
+        self.calls.append(("set_controls", dict(controls)))
+
+    def capture_array(self):
+        self.calls.append(("capture_array",))
+        width, height = self.size
+        bgr = np.empty((height, width, 3), np.uint8)
+        bgr[...] = (10, 20, 30)  # B, G, R
+        return bgr
+
+    def stop(self):
+        self.calls.append(("stop",))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_picamera2_converts_bgr_locks_exposure_and_closes():
+    FakePicamera2.instances.clear()
+    source = open_source(
+        "picamera2:1?count=2", size=(64, 48), settle=0.05, camera_factory=FakePicamera2
+    )
+    frames = _bounded(source)
+    (cam,) = FakePicamera2.instances
+    assert [f.source_id for f in frames] == ["picamera2:1#0", "picamera2:1#1"]
+    for f in frames:
+        assert f.error is None and f.data is None
+        assert f.rgb.shape == (48, 64, 3) and f.rgb.dtype == np.uint8
+        assert f.rgb[0, 0].tolist() == [30, 20, 10]  # R, G, B
+    names = [c[0] for c in cam.calls]
+    assert names == [
+        "Picamera2",
+        "create_still_configuration",
+        "configure",
+        "start",
+        "capture_metadata",
+        "set_controls",
+        "capture_array",
+        "capture_array",
+        "stop",
+        "close",
+    ]
+    assert cam.calls[0] == ("Picamera2", 1)
+    assert cam.calls[1][1] == {"size": (64, 48), "format": "RGB888"}
+    assert cam.calls[4][1] >= 0.05  # metadata read only after the settle time
+    locked = {
+        "AeEnable": False,
+        "AwbEnable": False,
+        "ExposureTime": 12000,
+        "AnalogueGain": 1.25,
+        "ColourGains": (1.8, 1.5),
+    }
+    assert cam.calls[5][1] == locked == source.locked_controls
+
+
+def test_picamera2_stop_ends_stream_and_releases_camera():
+    FakePicamera2.instances.clear()
+    source = open_source("picamera2", settle=0, size=8, camera_factory=FakePicamera2)
+    with source:
+        for i, frame in enumerate(source):
+            assert frame.error is None
+            if i == 2:
+                source.stop()
+    cam = FakePicamera2.instances[0]
+    assert [c[0] for c in cam.calls].count("capture_array") == 3
+    assert [c[0] for c in cam.calls][-2:] == ["stop", "close"]
+
+
+def test_picamera2_missing_camera_or_library_is_an_error_frame():
+    def no_camera(num):
+        raise IndexError("list index out of range")
+
+    (frame,) = _bounded(open_source("picamera2", camera_factory=no_camera))
+    assert frame.rgb is None and "camera not found" in frame.error
+    if "picamera2" not in sys.modules:
+        try:
+            import picamera2  # noqa: F401
+        except ImportError:
+            (frame,) = _bounded(open_source("picamera2"))
+            assert "--system-site-packages" in frame.error
+
+
+def test_edge_imports_stay_light():
+    code = (
+        "import sys, leukedge.edge.sources, leukedge.edge.results_log, leukedge.edge.config\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'picamera2', 'torch', 'tensorflow', 'ultralytics', 'typer', 'rich'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# -- USB camera -------------------------------------------------------------------
+
+
+class FakeCapture:
+    """cv2.VideoCapture stand-in reading a shared plan: True gives a frame, False fails."""
+
+    def __init__(self, plan, log):
+        self.plan, self.log = plan, log
+        log.append("open")
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        if next(self.plan, False):
+            bgr = np.zeros((6, 8, 3), np.uint8)
+            bgr[...] = (10, 20, 30)
+            return True, bgr
+        return False, None
+
+    def set(self, prop, value):
+        self.log.append(("set", prop, value))
+
+    def release(self):
+        self.log.append("release")
+
+
+def test_usb_retries_with_backoff_then_recovers():
+    log: list = []
+    plan = iter([True, False, False, True, True])
+    source = open_source(
+        "usb:2", count=3, backoff=0.02, tries=5, capture_factory=lambda i: FakeCapture(plan, log)
+    )
+    start = time.monotonic()
+    frames = _bounded(source)
+    elapsed = time.monotonic() - start
+    assert [f.error is None for f in frames] == [True, False, False, True, True]
+    assert [f.source_id for f in frames] == ["usb:2#0", "usb:2#1", "usb:2#1", "usb:2#1", "usb:2#2"]
+    assert "failure 1/5" in frames[1].error and "retrying in 0.02 s" in frames[1].error
+    assert "failure 2/5" in frames[2].error and "retrying in 0.04 s" in frames[2].error
+    assert elapsed >= 0.06
+    assert frames[0].rgb[0, 0].tolist() == [30, 20, 10]
+    assert log.count("open") == 3 and log.count("release") == 3
+
+
+def test_usb_gives_up_with_an_error_frame():
+    log: list = []
+    source = open_source(
+        "usb:0",
+        size=(320, 240),
+        backoff=0.001,
+        tries=3,
+        capture_factory=lambda i: FakeCapture(iter(()), log),
+    )
+    frames = _bounded(source)
+    assert len(frames) == 3 and all(f.rgb is None for f in frames)
+    assert "giving up" in frames[-1].error and "3 times" in frames[-1].error
+    assert (("set", cv2.CAP_PROP_FRAME_WIDTH, 320)) in log
+    assert log.count("open") == log.count("release") == 3
+
+
+# -- hot folder -------------------------------------------------------------------
+
+
+def _bad_files(folder: Path) -> dict[str, str]:
+    """Unusable fields: file name -> a word the error must contain."""
+    (folder / "empty.png").write_bytes(b"")
+    good = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes()
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    cv2.imwrite(str(folder / "gray.png"), np.zeros((8, 8), np.uint8))
+    cv2.imwrite(str(folder / "rgba.png"), np.zeros((8, 8, 4), np.uint8))
+    cv2.imwrite(str(folder / "deep.png"), np.zeros((8, 8, 3), np.uint16))
+    (folder / "text.jpg").write_bytes(b"not an image at all")
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + b"\0\0\0\0IEND\xaeB`\x82")
+    return {
+        "empty.png": "empty",
+        "truncated.jpg": "truncated",
+        "gray.png": "grayscale",
+        "rgba.png": "alpha",
+        "deep.png": "16-bit",
+        "text.jpg": "not a readable",
+        "huge.png": "too large",
+    }
+
+
+def test_folder_processes_existing_files_by_mtime_and_ignores_temp_files(tmp_path):
+    for i, name in enumerate(["b.png", "a.png", "c.jpg"]):
+        _png(tmp_path / name, _field(i))
+    os.utime(tmp_path / "c.jpg", ns=(1_000, 1_000))  # oldest
+    for name in [".hidden.png", "x.png.part", "~lock.png", "y.png~", "notes.txt"]:
+        (tmp_path / name).write_bytes((tmp_path / "a.png").read_bytes())
+    (tmp_path / "sub.png").mkdir()
+    frames = _bounded(open_source(f"folder:{tmp_path}", once=True, **FAST))
+    names = [Path(f.source_id).name for f in frames]
+    assert names[0] == "c.jpg" and sorted(names[1:]) == ["a.png", "b.png"]
+    first = frames[1]
+    assert first.error is None and first.rgb.shape == (24, 24, 3)
+    assert first.sha256 == hashlib.sha256(Path(first.source_id).read_bytes()).hexdigest()
+
+
+def test_folder_bad_files_give_error_frames_and_iteration_continues(tmp_path):
+    expected = _bad_files(tmp_path)
+    good = _png(tmp_path / "zz-good.png", _field())
+    frames = _bounded(open_source(f"folder:{tmp_path}", once=True, **FAST))
+    by_name = {Path(f.source_id).name: f for f in frames}
+    assert set(by_name) == {*expected, "zz-good.png"}
+    for name, word in expected.items():
+        frame = by_name[name]
+        assert frame.rgb is None and name in frame.error and word in frame.error, frame.error
+    assert by_name["zz-good.png"].error is None and by_name["zz-good.png"].data == good
+
+
+def test_folder_reads_a_slowly_written_file_once_complete(tmp_path):
+    data = cv2.imencode(".jpg", cv2.cvtColor(_field(size=96), cv2.COLOR_RGB2BGR))[1].tobytes()
+    chunks = [data[i : i + len(data) // 6 + 1] for i in range(0, len(data), len(data) // 6 + 1)]
+
+    def writer():
+        with open(tmp_path / "slow.jpg", "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                f.flush()
+                time.sleep(0.04)
+
+    source = open_source(f"folder:{tmp_path}", poll=0.01, settle=0.15, decode_timeout=5.0)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    frames = []
+    timer = threading.Timer(10, source.stop)
+    timer.start()
+    for frame in source:
+        frames.append(frame)
+        source.stop()
+    timer.cancel()
+    thread.join()
+    (frame,) = frames
+    assert frame.error is None and frame.data == data and frame.rgb.shape == (96, 96, 3)
+
+
+def test_folder_never_yields_a_done_file_twice_across_restarts(tmp_path):
+    def run(unlogged: tuple[str, ...] = ()) -> list[str]:
+        """Names yielded by a new source (as after a restart); marks all but ``unlogged``."""
+        with open_source(f"folder:{tmp_path}", once=True, **FAST) as source:
+            names = []
+            for frame in source:
+                names.append(Path(frame.source_id).name)
+                if names[-1] not in unlogged:
+                    source.mark_done(frame)
+            return names
+
+    _png(tmp_path / "a.png", _field())
+    _png(tmp_path / "b.png", _field(1))
+    os.utime(tmp_path / "a.png", ns=(10**9, 10**9))  # a is older
+    assert run(unlogged=("b.png",)) == ["a.png", "b.png"]  # "killed" before b was logged
+    assert (tmp_path / ".leukedge-done.json").is_file()
+    assert run(unlogged=("b.png",)) == ["b.png"]
+    assert run() == ["b.png"]
+    assert run() == []
+    _png(tmp_path / "c.png", _field(2))
+    assert run() == ["c.png"]
+    os.utime(tmp_path / "a.png", ns=(5, 5))  # a changed file is a new field
+    assert run() == ["a.png"]
+
+
+def test_folder_state_dir_keeps_the_folder_untouched(tmp_path):
+    folder, state = tmp_path / "in", tmp_path / "state"
+    folder.mkdir()
+    _png(folder / "a.png", _field())
+    for _ in range(2):
+        with open_source(f"folder:{folder}", once=True, state_dir=state, **FAST) as source:
+            for frame in source:
+                source.mark_done(frame)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
+    assert len(list(state.iterdir())) == 1
+
+
+def test_folder_watches_for_new_files_until_stopped(tmp_path):
+    source = open_source(f"folder:{tmp_path}", poll=0.01, settle=0.05, decode_timeout=5)
+
+    def drop():
+        time.sleep(0.1)
+        _png(tmp_path / "new.png", _field())
+
+    threading.Thread(target=drop).start()
+    timer = threading.Timer(10, source.stop)
+    timer.start()
+    start = time.monotonic()
+    frames = []
+    for frame in source:
+        frames.append(frame)
+        threading.Timer(0.1, source.stop).start()
+    timer.cancel()
+    assert [Path(f.source_id).name for f in frames] == ["new.png"]
+    assert time.monotonic() - start < 5
+
+
+def test_folder_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="not a folder"):
+        open_source(f"folder:{tmp_path / 'missing'}")
+    (tmp_path / ".leukedge-done.json").write_text("{broken")
+    with pytest.raises(ValueError, match="leukedge-done.json"):
+        open_source(f"folder:{tmp_path}")
+    with pytest.raises(ValueError, match="unknown option.*colour"):
+        open_source("folder:/tmp", colour=1)
+
+
+# -- video, files, synthetic ------------------------------------------------------
+
+
+def test_video_every_nth_frame_in_rgb(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (32, 24))
+    assert writer.isOpened()
+    for i in range(6):
+        bgr = np.zeros((24, 32, 3), np.uint8)
+        bgr[..., 2] = 250  # red
+        bgr[..., 1] = 40 * i
+        writer.write(bgr)
+    writer.release()
+    frames = _bounded(open_source(f"video:{path}?step=2"))
+    assert [f.source_id for f in frames] == [f"video:{path}#{i}" for i in (0, 2, 4)]
+    for i, frame in zip((0, 2, 4), frames):
+        assert frame.rgb.shape == (24, 32, 3)
+        r, g, b = frame.rgb.reshape(-1, 3).mean(0)
+        assert r > 200 and b < 40 and abs(g - 40 * i) < 20
+    (missing,) = _bounded(open_source(f"video:{tmp_path / 'none.avi'}"))
+    assert "cannot open video" in missing.error
+
+
+def test_files_paths_globs_and_folders(tmp_path):
+    for name in ["b.png", "a.png", "c.jpg"]:
+        _png(tmp_path / name, _field())
+    (tmp_path / "skip.txt").write_text("x")
+    (tmp_path / "empty.png").write_bytes(b"")
+
+    def names(uri):
+        """File names yielded, "!" appended for an error frame."""
+        frames = _bounded(open_source(uri))
+        return [Path(f.source_id).name + ("!" if f.error else "") for f in frames]
+
+    assert names(str(tmp_path / "*.png")) == ["a.png", "b.png", "empty.png!"]
+    assert names(tmp_path) == ["a.png", "b.png", "c.jpg", "empty.png!"]
+    assert names([tmp_path / "c.jpg", str(tmp_path / "a.png")]) == ["c.jpg", "a.png"]
+    (missing,) = _bounded(open_source(str(tmp_path / "none.jpg")))
+    assert "none.jpg" in missing.error and "cannot read" in missing.error
+    (nomatch,) = _bounded(open_source(str(tmp_path / "*.tif")))
+    assert "no image files match" in nomatch.error
+
+
+def test_synthetic_is_deterministic():
+    def grab(uri, **kw):
+        return _bounded(open_source(uri, **kw))
+
+    a, b = grab("synthetic?n=5&seed=3&size=40x32"), grab("synthetic", n=5, seed=3, size=(40, 32))
+    labels = ["Benign", "Early", "Pre", "Pro", "Benign"]
+    assert [f.source_id for f in a] == [f"synthetic:{c}#{i}" for i, c in enumerate(labels)]
+    assert all(f.rgb.shape == (32, 40, 3) for f in a)
+    assert all(np.array_equal(x.rgb, y.rgb) for x, y in zip(a, b))
+    assert [f.sha256 for f in a] == [f.sha256 for f in b]
+    c = grab("synthetic?n=5&seed=4&size=40x32")
+    assert not np.array_equal(a[0].rgb, c[0].rgb)
+    pro = grab("synthetic:Pro?n=2")
+    assert [f.source_id for f in pro] == ["synthetic:Pro#0", "synthetic:Pro#1"]
+    with pytest.raises(ValueError, match="unknown class"):
+        open_source("synthetic:Blast")
+    with pytest.raises(ValueError, match="unknown option.*speed.*allowed: n, seed, size"):
+        open_source("synthetic?speed=2")
