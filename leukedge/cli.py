@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import data, results
+from .commands import data, demo, results, run
 
 app = typer.Typer(
     name="leukedge",
@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(results.app, name="results")
+app.command("run")(run.run)
+app.command("demo")(demo.demo)
 
 
 def _version(value: bool) -> None:
@@ -40,3 +42,7 @@ def _root(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -54,6 +54,7 @@ class Source(ABC):
 
     def __init__(self) -> None:
         self._stop = threading.Event()
+        self.failed = False  # set when a camera source gives up
         self._iter: Iterator[Frame] | None = None
 
     @abstractmethod

@@ -69,6 +69,7 @@ class UsbSource(Source):
                 cap = None
                 failures += 1
                 if failures >= self.tries:
+                    self.failed = True
                     yield Frame(
                         f"{name}#{n}",
                         error=f"{name}: no frame from the camera {failures} times in a row; "

@@ -58,6 +58,7 @@ class Picamera2Source(Source):
         try:
             cam = (self.camera_factory or _picamera2_class())(self.camera)
         except ImportError as exc:
+            self.failed = True
             yield Frame(
                 f"{name}#0",
                 error=f"{name}: picamera2 is not importable ({exc}); install python3-picamera2 "
@@ -65,6 +66,7 @@ class Picamera2Source(Source):
             )
             return
         except Exception as exc:  # picamera2 raises IndexError/RuntimeError for no camera
+            self.failed = True
             yield Frame(f"{name}#0", error=f"{name}: camera not found or busy ({exc})")
             return
         n = 0
@@ -82,6 +84,7 @@ class Picamera2Source(Source):
                 n += 1
                 self.wait(self.interval)
         except Exception as exc:
+            self.failed = True
             yield Frame(f"{name}#{n}", error=f"{name}: camera failed ({exc})")
         finally:
             try:

@@ -1,0 +1,78 @@
+"""Flat-field and stain-contrast normalisation of smear fields (numpy + OpenCV only).
+
+A smear field is a stain image on a bright, often tinted and unevenly lit background.
+``normalise_illumination`` divides every channel by the local bright background, so the
+background becomes neutral white whatever the lamp colour or gradient, then raises a pale
+(weakly stained) field's contrast with a power law, which scales optical density
+(Beer-Lambert) by a constant gain.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: The background is estimated on a copy about this many pixels on its short side.
+COARSE_SIDE = 56
+#: Max-filter window for the background, as a fraction of the field's short side;
+#: it must exceed the largest cell so every window holds some background.
+BACKGROUND_WINDOW = 0.25
+#: Optical density (natural log) that the darkest 0.5% of pixels are raised to.
+TARGET_OD = 1.0
+#: Largest contrast gain applied to a pale field (limits noise amplification).
+MAX_GAIN = 4.0
+
+
+def background(rgb: np.ndarray, window: float = BACKGROUND_WINDOW) -> np.ndarray:
+    """Local bright background of a field, per channel.
+
+    Parameters
+    ----------
+    rgb : uint8 (H, W, 3) field.
+    window : max-filter window as a fraction of ``min(H, W)``.
+
+    Returns
+    -------
+    uint8 (H, W, 3): a smooth estimate of the unstained background (max filter over a
+    coarse copy, box-smoothed, upsampled bilinearly).
+    """
+    h, w = rgb.shape[:2]
+    f = max(1, min(h, w) // COARSE_SIDE)
+    coarse = cv2.resize(rgb, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    k = max(3, int(round(window * min(h, w) / f)) | 1)
+    bg = cv2.dilate(coarse, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
+    bg = cv2.blur(bg, (k, k))
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def contrast_gain(rgb: np.ndarray, target_od: float = TARGET_OD, max_gain: float = MAX_GAIN):
+    """Optical-density gain that brings the darkest 0.5% of a flat-fielded field to ``target_od``.
+
+    ``rgb`` is uint8 (H, W, 3) with a white background; returns a float in [1, max_gain].
+    """
+    r, g, b = cv2.split(rgb)
+    hist = cv2.calcHist([cv2.min(cv2.min(r, g), b)], [0], None, [256], [0, 256]).ravel()
+    dark = int(np.searchsorted(np.cumsum(hist), 0.005 * hist.sum()))
+    od = -np.log(max(dark, 0.5) / 255.0)
+    return float(np.clip(target_od / max(od, 1e-3), 1.0, max_gain))
+
+
+def normalise_illumination(rgb: np.ndarray, window: float = BACKGROUND_WINDOW) -> np.ndarray:
+    """Flat-field a field to a white background and stretch the contrast of pale fields.
+
+    Parameters
+    ----------
+    rgb : uint8 (H, W, 3) field.
+    window : background window, see ``background``.
+
+    Returns
+    -------
+    uint8 (H, W, 3): ``255 * (rgb / background) ** gain`` with ``gain`` from
+    ``contrast_gain``; 0 where the background is 0.
+    """
+    flat = cv2.divide(rgb, background(rgb, window), scale=255)
+    gain = contrast_gain(flat)
+    if gain == 1.0:
+        return flat
+    lut = np.round(255.0 * (np.arange(256) / 255.0) ** gain).astype(np.uint8)
+    return cv2.LUT(flat, lut)

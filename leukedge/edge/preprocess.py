@@ -1,0 +1,95 @@
+"""What the model sees: one definition shared by training, export calibration and the station.
+
+Input modes:
+- ``field``: the whole RGB field;
+- ``field-wb``: the field divided by its bright background, per channel
+  (removes lamp colour and brightness);
+- ``mask``: the reference notebook's input, the field with everything outside the
+  blast mask set to black.
+
+The field is then resized so its shorter side is ``size`` and centre-cropped to
+``size x size`` (what Ultralytics does for classification), and scaled as
+``x * scale + offset`` in RGB order (Ultralytics: ``scale=1/255, offset=0``;
+MobileNetV2's own ``preprocess_input``: ``scale=1/127.5, offset=-1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from .illumination import background
+from .segment import segment
+
+INPUT_MODES = ("field", "field-wb", "mask")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Preprocessing settings, stored in every bundle manifest and training run."""
+
+    input_mode: str = "field-wb"
+    segmentation: str = "robust"
+    size: int = 224
+    layout: str = "NCHW"
+    scale: float = 1 / 255
+    offset: float = 0.0
+
+    def __post_init__(self):
+        if self.input_mode not in INPUT_MODES:
+            raise ValueError(f"unknown input mode {self.input_mode!r}; choose {INPUT_MODES}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"unknown layout {self.layout!r}; choose NCHW or NHWC")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def white_balance(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) field divided, per channel, by its local bright background.
+
+    The background becomes white whatever the lamp's colour, brightness or gradient.
+    """
+    return cv2.divide(rgb, background(rgb), scale=255)
+
+
+def model_view(field: np.ndarray, mode: str, mask: np.ndarray | None = None, seg: str = "robust"):
+    """The RGB uint8 (H, W, 3) image a model gets for ``field`` under an input mode.
+
+    ``mask`` (bool (H, W)) is used by the "mask" mode; it is computed with
+    ``segment(field, seg)`` when not given.
+    """
+    if mode == "field":
+        return field
+    if mode == "field-wb":
+        return white_balance(field)
+    if mode == "mask":
+        if mask is None:
+            mask = segment(field, mode=seg).mask
+        return np.where(mask[..., None], field, np.uint8(0))
+    raise ValueError(f"unknown input mode {mode!r}; choose {INPUT_MODES}")
+
+
+def resize_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` and centre-crop: uint8 (size, size, 3)."""
+    h, w = rgb.shape[:2]
+    k = size / min(h, w)
+    nh, nw = max(size, round(h * k)), max(size, round(w * k))
+    if (nh, nw) != (h, w):
+        interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return rgb[top : top + size, left : left + size]
+
+
+def prepare(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) field -> float32 (3, S, S) or (S, S, 3) model input, as ``spec`` says."""
+    view = resize_crop(model_view(field, spec.input_mode, mask, spec.segmentation), spec.size)
+    x = view.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)) if spec.layout == "NCHW" else x

@@ -1,0 +1,195 @@
+"""The station: model loading, the field pipeline, the slide call and ``leukedge run``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from leukedge.cli import app
+from leukedge.edge.bundle import BundleError, read_manifest
+from leukedge.edge.classes import CLASSES
+from leukedge.edge.model import load_model
+from leukedge.edge.pipeline import FieldPipeline
+from leukedge.edge.preprocess import prepare
+from leukedge.edge.slide import SlideTally
+from leukedge.edge.sources import Frame
+from leukedge.edge.synth import synth_field
+
+SHARED = Path(__file__).resolve().parents[2] / "shared/data/taleqani-all"
+
+
+def _fields_folder(folder: Path, n: int) -> list[Path]:
+    """Good fields: real ones when the shared data is here, else synthetic."""
+    folder.mkdir(parents=True, exist_ok=True)
+    real = sorted((SHARED / "Original").glob("*/*.jpg"))[::97][:n] if SHARED.is_dir() else []
+    paths = []
+    for i in range(n):
+        dst = folder / f"field-{i:03d}.jpg"
+        if i < len(real):
+            dst.write_bytes(real[i].read_bytes())
+        else:
+            rgb = synth_field(CLASSES[i % 4], size=(64, 64), seed=i)[0]
+            cv2.imwrite(str(dst), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        paths.append(dst)
+    return paths
+
+
+def _broken_files(folder: Path) -> dict[str, str]:
+    good = cv2.imencode(".jpg", np.full((40, 40, 3), 200, np.uint8))[1].tobytes()
+    (folder / "bad-truncated.jpg").write_bytes(good[: len(good) // 2])
+    (folder / "bad-empty.jpg").write_bytes(b"")
+    (folder / "bad-text.png").write_text("not an image")
+    cv2.imwrite(str(folder / "bad-gray.png"), np.zeros((16, 16), np.uint8))
+    cv2.imwrite(str(folder / "bad-rgba.png"), np.zeros((16, 16, 4), np.uint8))
+    cv2.imwrite(str(folder / "bad-deep.png"), np.zeros((16, 16, 3), np.uint16))
+    return {
+        "bad-truncated.jpg": "truncated",
+        "bad-empty.jpg": "empty",
+        "bad-text.png": "not a readable image",
+        "bad-gray.png": "grayscale",
+        "bad-rgba.png": "alpha",
+        "bad-deep.png": "16-bit",
+    }
+
+
+def test_loader_matches_direct_onnxruntime(tiny_bundle):
+    ort = pytest.importorskip("onnxruntime")
+    model = load_model(tiny_bundle)
+    field = synth_field("Pre", size=(80, 100), seed=3)[0]
+    pred = model.predict(field)
+    x = prepare(field, model.preprocess)[None]
+    sess = ort.InferenceSession(str(tiny_bundle / "model.onnx"))
+    direct = sess.run(None, {"images": x})[0][0]
+    np.testing.assert_allclose([pred.probabilities[c] for c in CLASSES], direct, atol=1e-6)
+    assert pred.label == CLASSES[int(np.argmax(direct))]
+    assert abs(sum(pred.probabilities.values()) - 1) < 1e-5
+    assert set(pred.timings_ms) == {"preprocess", "infer"}
+
+
+def test_tampered_bundle_is_refused_naming_the_file(tiny_bundle):
+    path = tiny_bundle / "model.onnx"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.onnx: SHA-256 mismatch"):
+        load_model(tiny_bundle)
+    result = CliRunner().invoke(
+        app, ["run", "--source", "synthetic?n=1", "--model", str(tiny_bundle), "--slide", "s"]
+    )
+    assert result.exit_code == 2
+    assert "model.onnx" in result.output and "refused" in result.output
+
+
+def test_manifest_round_trip(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    assert manifest["classes"] == list(CLASSES)
+    assert set(manifest["files"]) == {"model.onnx"}
+    assert load_model(tiny_bundle / "leukedge.json").classes == CLASSES
+
+
+def test_pipeline_flags_blank_field_and_reports_errors(tiny_bundle):
+    pipeline = FieldPipeline(load_model(tiny_bundle))
+    good = pipeline(Frame("good", rgb=synth_field("Pro", size=(64, 64), seed=0)[0]))
+    assert good.error is None and good.cell_count >= 1
+    assert set(good.timings_ms) == {"segment", "preprocess", "infer"}
+    blank = pipeline(Frame("blank", rgb=np.full((64, 64, 3), 255, np.uint8)))
+    assert blank.uncertain and {"no-cell", "out-of-distribution"} <= set(blank.reasons)
+    bad = pipeline(Frame("bad.jpg", error="bad.jpg: truncated image"))
+    assert bad.to_json() == {"source": "bad.jpg", "error": "bad.jpg: truncated image"}
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "call"),
+    [
+        ([("Pro", False)] * 9 + [("Pre", False)], "Pro"),
+        ([("Pro", False)] * 5 + [("Pre", False)] * 5, None),  # mixed
+        ([("Pro", False)] * 6 + [("Pro", True)] * 4, None),  # too many uncertain
+        ([("Benign", False)] * 2, None),  # too few fields
+        ([(None, False)] * 3, None),  # errors only
+    ],
+)
+def test_slide_call_rule(outcomes, call):
+    tally = SlideTally("s")
+    for label, uncertain in outcomes:
+        tally.add(label, uncertain, error=label is None)
+    got, text = tally.call()
+    assert got == call
+    assert ("refer to a haematologist" in text) == (call != "Benign")
+    assert "not a diagnosis" in tally.summary()["notice"]
+
+
+def test_run_hot_folder_with_broken_files(tiny_bundle, tmp_path):
+    folder = tmp_path / "scans"
+    good = _fields_folder(folder, 6)
+    bad = _broken_files(folder)
+    results = tmp_path / "results"
+    args = ["run", "--source", f"folder:{folder}", "--once", "--slide", "S1"]
+    args += ["--model", str(tiny_bundle), "--results-dir", str(results), "--json-lines"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    fields = [x for x in lines if "summary" not in x]
+    assert sorted(Path(x["source"]).name for x in fields if "label" in x) == [p.name for p in good]
+    errors = {Path(x["source"]).name: x["error"] for x in fields if "error" in x}
+    assert set(errors) == set(bad)
+    for name, problem in bad.items():
+        assert name in errors[name] and problem in errors[name]
+    for x in fields:
+        if "label" in x:
+            assert {"label", "probabilities", "confidence", "uncertain", "source"} <= set(x)
+    summary = lines[-1]["summary"]
+    assert summary["fields"] == len(good) + len(bad) and summary["errors"] == len(bad)
+    db = sqlite3.connect(results / "results.db")
+    rows = db.execute("select source_id, label, error from results where slide='S1'").fetchall()
+    assert len(rows) == len(good) + len(bad)
+    assert sum(r[2] is not None for r in rows) == len(bad)
+
+
+def test_sigkill_then_restart_loses_and_duplicates_nothing(tiny_bundle, tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    n = 150
+    for i in range(n):
+        rgb = synth_field(CLASSES[i % 4], size=(128, 128), seed=i)[0]
+        cv2.imwrite(str(folder / f"f{i:03d}.png"), rgb)
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "leukedge.cli", "run", "--source", f"folder:{folder}", "--once"]
+    cmd += ["--slide", "K", "--model", str(tiny_bundle), "--results-dir", str(results)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db_path = results / "results.db"
+
+    def logged() -> int:
+        if not db_path.exists():
+            return 0
+        try:
+            with sqlite3.connect(db_path, timeout=5) as db:
+                return db.execute("select count(*) from results").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    deadline = time.time() + 120
+    while logged() < 5 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = logged()
+    assert 0 < done_before < n, "the run should be killed mid-way"
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute(
+            "select source_id, image_sha256 from results where slide='K'"
+        ).fetchall()
+        assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    assert len(rows) == n
+    assert len(set(rows)) == n
+    assert {Path(s).name for s, _ in rows} == {f"f{i:03d}.png" for i in range(n)}
