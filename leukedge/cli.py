@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import data, demo, results, run
+from .commands import data, demo, results, run, segment
 
 app = typer.Typer(
     name="leukedge",
@@ -23,6 +23,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(results.app, name="results")
 app.command("run")(run.run)
 app.command("demo")(demo.demo)
+app.command("segment")(segment.segment)
 
 
 def _version(value: bool) -> None:

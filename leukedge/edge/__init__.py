@@ -4,6 +4,7 @@ Nothing under ``leukedge.edge`` may import tensorflow, torch or ultralytics.
 """
 
 from .classes import CLASSES, SCHEMES, scheme_classes
+from .segment import Segmentation, segment
 from .synth import synth_field
 
-__all__ = ["CLASSES", "SCHEMES", "scheme_classes", "synth_field"]
+__all__ = ["CLASSES", "SCHEMES", "scheme_classes", "synth_field", "segment", "Segmentation"]

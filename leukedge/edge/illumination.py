@@ -45,6 +45,14 @@ def background(rgb: np.ndarray, window: float = BACKGROUND_WINDOW) -> np.ndarray
     return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
+def flat_field(rgb: np.ndarray, window: float = BACKGROUND_WINDOW) -> np.ndarray:
+    """uint8 (H, W, 3) field divided, per channel, by its local bright background.
+
+    The background becomes white whatever the lamp's colour, brightness or gradient.
+    """
+    return cv2.divide(rgb, background(rgb, window), scale=255)
+
+
 def contrast_gain(rgb: np.ndarray, target_od: float = TARGET_OD, max_gain: float = MAX_GAIN):
     """Optical-density gain that brings the darkest 0.5% of a flat-fielded field to ``target_od``.
 
@@ -70,7 +78,7 @@ def normalise_illumination(rgb: np.ndarray, window: float = BACKGROUND_WINDOW) -
     uint8 (H, W, 3): ``255 * (rgb / background) ** gain`` with ``gain`` from
     ``contrast_gain``; 0 where the background is 0.
     """
-    flat = cv2.divide(rgb, background(rgb, window), scale=255)
+    flat = flat_field(rgb, window)
     gain = contrast_gain(flat)
     if gain == 1.0:
         return flat

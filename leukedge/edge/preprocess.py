@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .illumination import background
+from .illumination import flat_field
 from .segment import segment
 
 INPUT_MODES = ("field", "field-wb", "mask")
@@ -51,14 +51,6 @@ class Preprocess:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def white_balance(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 (H, W, 3) field divided, per channel, by its local bright background.
-
-    The background becomes white whatever the lamp's colour, brightness or gradient.
-    """
-    return cv2.divide(rgb, background(rgb), scale=255)
-
-
 def model_view(field: np.ndarray, mode: str, mask: np.ndarray | None = None, seg: str = "robust"):
     """The RGB uint8 (H, W, 3) image a model gets for ``field`` under an input mode.
 
@@ -68,7 +60,7 @@ def model_view(field: np.ndarray, mode: str, mask: np.ndarray | None = None, seg
     if mode == "field":
         return field
     if mode == "field-wb":
-        return white_balance(field)
+        return flat_field(field)
     if mode == "mask":
         if mask is None:
             mask = segment(field, mode=seg).mask

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -68,7 +69,7 @@ class Cell:
     centroid: tuple[float, float]  # x, y
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Stages:
     """Intermediate images of one segmentation, at analysis resolution (h, w)."""
 
@@ -78,7 +79,7 @@ class Stages:
     cleaned: np.ndarray  # bool (h, w): after morphology and the area filter
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Segmentation:
     """Result of ``segment``.
 
@@ -160,8 +161,7 @@ def otsu_threshold(hist: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         between = w0 * w1 * (s0 / w0 - (s0[..., -1:] - s0) / w1) ** 2
     between = np.where((w0 > 0) & (w1 > 0), between, -1.0)
-    t = np.argmax(between, axis=-1)
-    return np.where(np.take_along_axis(between, t[..., None], -1)[..., 0] < 0, hist.shape[-1] - 1, t)
+    return np.where(between.max(axis=-1) < 0, hist.shape[-1] - 1, np.argmax(between, axis=-1))
 
 
 def analysis_copy(rgb: np.ndarray, max_pixels: int = MAX_WORK_PIXELS) -> np.ndarray:
@@ -184,11 +184,20 @@ def _label_components(binary: np.ndarray):
     return labels, stats, centroids
 
 
+def _kept(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """bool (H, W): pixels whose label (uint16/int32 (H, W)) is marked in ``keep`` (K,)."""
+    if len(keep) > 256:
+        return np.take(keep, labels)
+    lut = np.zeros(256, np.uint8)
+    lut[: len(keep)] = keep
+    return cv2.LUT(labels.astype(np.uint8), lut).view(bool)
+
+
 def _cells(stats: np.ndarray, centroids: np.ndarray, keep: np.ndarray) -> tuple[Cell, ...]:
     """Cells from OpenCV component stats (K, 5) and centroids (K, 2) where ``keep`` (K,)."""
     return tuple(
-        Cell((int(x), int(y), int(w), int(h)), int(a), (float(cx), float(cy)))
-        for (x, y, w, h, a), (cx, cy) in zip(stats[keep], centroids[keep])
+        Cell((x, y, w, h), a, (cx, cy))
+        for (x, y, w, h, a), (cx, cy) in zip(stats[keep].tolist(), centroids[keep].tolist())
     )
 
 
@@ -213,8 +222,20 @@ def kmeans_split(a: np.ndarray) -> tuple[np.ndarray, float]:
     return split, float(centres.mean())
 
 
-def _reference(work: np.ndarray, stages: bool):
-    """The published pipeline on a uint8 (h, w, 3) field: (bool mask, stats, centroids, keep, t)."""
+class _Parts(NamedTuple):
+    """What a pipeline returns for an analysed (h, w) field."""
+
+    mask: np.ndarray  # bool (h, w)
+    stats: np.ndarray  # int32 (K, 5), as from cv2.connectedComponentsWithStats
+    centroids: np.ndarray  # float64 (K, 2)
+    keep: np.ndarray  # bool (K,): the components in ``mask``
+    threshold: float
+    flags: tuple[str, ...]
+    stages: Stages | None
+
+
+def _reference(work: np.ndarray, stages: bool) -> _Parts:
+    """The published pipeline on a uint8 (h, w, 3) field."""
     lab = cv2.cvtColor(work, cv2.COLOR_RGB2LAB)
     split, t = kmeans_split(lab[:, :, 1])
     k_open, k_close, min_area = scaled_params(*work.shape[:2])
@@ -227,35 +248,44 @@ def _reference(work: np.ndarray, stages: bool):
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False
     st = Stages(work, lab, split, mask > 0) if stages else None
-    return mask > 0, stats, centroids, keep, t, (), st
+    return _Parts(mask > 0, stats, centroids, keep, t, (), st)
 
 
-def clean(split: np.ndarray, cleaning: tuple[int, int, int] = REFERENCE_CLEANING):
+def clean(
+    split: np.ndarray,
+    cleaning: tuple[int, int, int] = REFERENCE_CLEANING,
+    exclude: np.ndarray | None = None,
+):
     """Opening, closing and the minimum-area filter of a 0/1 uint8 (h, w) split.
 
-    ``cleaning`` (for 224x224) scales with the size, see ``scaled_params``.
-    Returns (bool (h, w) mask, int32 stats (K, 5), float64 centroids (K, 2), bool keep (K,)),
-    with stats and centroids as from ``cv2.connectedComponentsWithStats``.
+    ``cleaning`` (for 224x224) scales with the size, see ``scaled_params``; ``exclude``
+    (bool (h, w)) is cleared after closing. Returns (bool (h, w) mask, int32 stats (K, 5),
+    float64 centroids (K, 2), bool keep (K,)), stats and centroids as from
+    ``cv2.connectedComponentsWithStats``, ``keep`` marking the components in the mask.
     """
     k_open, k_close, area = scaled_params(*split.shape, cleaning)
     opened = cv2.morphologyEx(split, cv2.MORPH_OPEN, k_open)
     closed = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, k_close)
+    if exclude is not None:
+        closed[exclude] = 0
     labels, stats, centroids = _label_components(closed)
     keep = stats[:, cv2.CC_STAT_AREA] >= area
     keep[0] = False
-    return np.take(keep, labels), stats, centroids, keep
+    return _kept(labels, keep), stats, centroids, keep
 
 
-def _fast(work: np.ndarray, stages: bool):
-    """Reference-exact pipeline with Otsu's split: (bool mask, stats, centroids, keep, t)."""
+def _fast(work: np.ndarray, stages: bool) -> _Parts:
+    """The reference pipeline with Otsu's split and a vectorized area filter."""
     lab = cv2.cvtColor(work, cv2.COLOR_RGB2LAB)
     a = cv2.extractChannel(lab, 1)
-    t, split = cv2.threshold(a, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    if a.min() == a.max():
+    lo, hi = cv2.minMaxLoc(a)[:2]
+    if lo == hi:
         t, split = 255.0, np.zeros_like(a)
+    else:
+        t, split = cv2.threshold(a, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     mask, stats, centroids, keep = clean(split)
     st = Stages(work, lab, split.view(bool), mask) if stages else None
-    return mask, stats, centroids, keep, float(t), (), st
+    return _Parts(mask, stats, centroids, keep, float(t), (), st)
 
 
 def scale_bar_mask(lab: np.ndarray, window: tuple[float, float] = LABEL_WINDOW) -> np.ndarray:
@@ -314,9 +344,10 @@ def robust_thresholds(hist: np.ndarray, min_count: float) -> list[int]:
     ]
 
 
-def _robust(work: np.ndarray, stages: bool):
-    """Normalised, label-free, plausibility-checked split: (mask, stats, centroids, keep, t, flags)."""
-    lab = cv2.cvtColor(normalise_illumination(work), cv2.COLOR_RGB2LAB)
+def _robust(work: np.ndarray, stages: bool) -> _Parts:
+    """Normalised field, scale bar excluded, plausibility-checked split with fallback."""
+    norm = normalise_illumination(work)
+    lab = cv2.cvtColor(norm, cv2.COLOR_RGB2LAB)
     a = cv2.extractChannel(lab, 1)
     label = scale_bar_mask(lab)
     flags = ["scale-bar"] if label.any() else []
@@ -331,14 +362,13 @@ def _robust(work: np.ndarray, stages: bool):
         flags.append("resplit")
     for i, t in enumerate(reversed(chain)):
         split = ((a > t) & ~label).view(np.uint8)
-        mask, stats, centroids, keep = clean(split, ROBUST_CLEANING)
+        mask, stats, centroids, keep = clean(split, ROBUST_CLEANING, label)
         if keep.any():
             if i:
                 flags.append("fallback")
             break
-    mask &= ~label
-    st = Stages(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB), lab, split.view(bool), mask) if stages else None
-    return mask, stats, centroids, keep, float(t), tuple(flags), st
+    st = Stages(norm, lab, split.view(bool), mask) if stages else None
+    return _Parts(mask, stats, centroids, keep, float(t), tuple(flags), st)
 
 
 _PIPELINES = {"reference": _reference, "fast": _fast, "robust": _robust}
@@ -378,62 +408,11 @@ def segment(
     if work.shape != rgb.shape:
         h, w = rgb.shape[:2]
         up = cv2.resize(mask.view(np.uint8) * np.uint8(255), (w, h), interpolation=cv2.INTER_LINEAR)
-        labels, stats, centroids = _label_components(cv2.compare(up, 127, cv2.CMP_GT))
-        keep = np.ones(len(stats), bool)
-        keep[0] = False
-        mask = labels > 0
+        mask = cv2.threshold(up, 127, 1, cv2.THRESH_BINARY)[1]
+        _, stats, centroids = _label_components(mask)
+        keep = np.arange(len(stats)) > 0
+        mask = mask.view(bool)
     return Segmentation(mask, _cells(stats, centroids, keep), mode, t, scale, flags, st)
-
-
-def segment_batch(
-    fields: np.ndarray, mode: str = "fast", *, max_pixels: int = MAX_WORK_PIXELS
-) -> list[Segmentation]:
-    """``segment`` over a uint8 (N, H, W, 3) stack of same-size fields.
-
-    The fast mode on fields within ``max_pixels`` is vectorized: one colour conversion,
-    one Otsu over the N histograms, and each morphology operation once over the fields
-    stacked with neutral gap rows, which gives exactly the masks of ``segment``. Other
-    modes and larger fields loop over ``segment``.
-    """
-    fields = np.asarray(fields)
-    if fields.ndim != 4:
-        raise ValueError(f"array of shape {fields.shape}; a (N, H, W, 3) stack is required")
-    n, h, w = fields.shape[:3]
-    if mode != "fast" or n == 0 or h * w > max_pixels:
-        return [segment(f, mode, max_pixels=max_pixels) for f in fields]
-    check_field(fields[0])
-    return _fast_batch(np.ascontiguousarray(fields))
-
-
-def _fast_batch(fields: np.ndarray) -> list[Segmentation]:
-    """Vectorized fast mode over a uint8 (N, H, W, 3) stack."""
-    n, h, w = fields.shape[:3]
-    k_open, k_close, min_area = scaled_params(h, w)
-    gap = k_close.shape[0] // 2 + 1
-    lab = cv2.cvtColor(fields.reshape(n * h, w, 3), cv2.COLOR_RGB2LAB)
-    a = cv2.extractChannel(lab, 1)
-    hist = [cv2.calcHist([f], [0], None, [256], [0, 256]) for f in a.reshape(n, h, w)]
-    t = otsu_threshold(np.reshape(hist, (n, 256)))
-    stack = np.zeros((n, h + gap, w), np.uint8)
-    np.greater(a.reshape(n, h, w), t[:, None, None], out=stack[:, :h].view(bool))
-    flat = stack.reshape(n * (h + gap), w)
-    for op, kernel, neutral in (
-        (cv2.erode, k_open, 1),
-        (cv2.dilate, k_open, 0),
-        (cv2.dilate, k_close, 0),
-        (cv2.erode, k_close, 1),
-    ):
-        stack[:, h:] = neutral
-        flat = op(flat, kernel)
-        stack = flat.reshape(n, h + gap, w)
-    results = []
-    for i, split in enumerate(stack[:, :h]):
-        labels, stats, centroids = _label_components(split)
-        keep = stats[:, cv2.CC_STAT_AREA] >= min_area
-        keep[0] = False
-        cells = _cells(stats, centroids, keep)
-        results.append(Segmentation(np.take(keep, labels), cells, "fast", float(t[i]), 1.0))
-    return results
 
 
 QC_PANELS = ("raw", "LAB a*", "clusters", "threshold", "cleaned", "imposed")
@@ -471,5 +450,5 @@ def qc_strip(rgb: np.ndarray, result: Segmentation) -> np.ndarray:
     for i, (panel, title) in enumerate(zip(panels, QC_PANELS)):
         x = i * (w + 2)
         strip[14:, x : x + w] = panel
-        cv2.putText(strip, title, (x + 2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(strip, title, (x + 2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, 0, 1, cv2.LINE_AA)
     return strip

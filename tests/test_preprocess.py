@@ -1,0 +1,53 @@
+"""What the model sees: input modes, resizing and scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from leukedge.edge.preprocess import Preprocess, model_view, prepare, resize_crop
+from leukedge.edge.synth import synth_field
+
+
+@pytest.fixture
+def field():
+    return synth_field("Pre", size=(224, 224), seed=4)
+
+
+def test_white_balanced_view_cancels_lamp_colour_and_brightness(field):
+    rgb = field[0].astype(np.float32)
+    shifted = np.clip(rgb * np.array([1.08 * 0.85, 0.85, 0.92 * 0.85]), 0, 255).astype(np.uint8)
+    plain = np.abs(model_view(shifted, "field").astype(float) - rgb).mean()
+    wb = np.abs(
+        model_view(shifted, "field-wb").astype(float) - model_view(field[0], "field-wb")
+    ).mean()
+    assert wb < plain / 4
+
+
+def test_mask_view_blacks_out_everything_but_the_mask(field):
+    rgb, mask = field
+    view = model_view(rgb, "mask", mask)
+    assert (view[~mask] == 0).all()
+    np.testing.assert_array_equal(view[mask], rgb[mask])
+
+
+def test_resize_crop_shorter_side_then_centre():
+    wide = np.zeros((100, 300, 3), np.uint8)
+    wide[:, 140:160] = 255  # a bright stripe in the centre survives the crop
+    out = resize_crop(wide, 50)
+    assert out.shape == (50, 50, 3)
+    assert out[:, 20:30].mean() > 200 and out[:, :10].mean() == 0
+    same = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    np.testing.assert_array_equal(resize_crop(same, 32), same)
+
+
+def test_prepare_layout_and_scaling(field):
+    rgb = field[0]
+    nchw = prepare(rgb, Preprocess(input_mode="field", size=224))
+    nhwc = prepare(rgb, Preprocess(input_mode="field", layout="NHWC", scale=1 / 127.5, offset=-1))
+    assert nchw.shape == (3, 224, 224) and nchw.dtype == np.float32
+    np.testing.assert_allclose(nchw[0], rgb[..., 0] / 255, atol=1e-6)  # RGB order, /255
+    np.testing.assert_allclose(nhwc[..., 2], rgb[..., 2] / 127.5 - 1, atol=1e-6)
+    with pytest.raises(ValueError, match="input mode"):
+        Preprocess(input_mode="crop")
+    assert Preprocess.from_dict(Preprocess(size=96).to_dict() | {"extra": 1}).size == 96
