@@ -222,7 +222,8 @@ def test_shared_data_duplicates_stay_together_and_counts(tmp_path):
 
     make_split(ds, tmp_path / "4", scheme="4")
     rows = read_split(tmp_path / "4/split.csv")
-    split_of = {str(Path(r.path).relative_to(SHARED / "Original")): r.split for r in rows}
+    original = SHARED.resolve() / "Original"
+    split_of = {str(Path(r.path).relative_to(original)): r.split for r in rows}
     groups = [
         [g.removeprefix("Original/") for g in line.split()]
         for line in (SHARED / "DUPLICATES.txt").read_text().splitlines()
