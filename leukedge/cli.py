@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import data, demo, results, run, segment
+from .commands import data, demo, evaluate, export, results, run, segment, train
 
 app = typer.Typer(
     name="leukedge",
@@ -20,6 +20,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(train.app, name="train")
+app.command("eval")(evaluate.evaluate)
+app.command("export")(export.export)
 app.add_typer(results.app, name="results")
 app.command("run")(run.run)
 app.command("demo")(demo.demo)

@@ -48,7 +48,9 @@ class OnnxRuntimeBackend:
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """float32 (N, ...) batch -> float32 (N, C)."""
+        """float32 (N, ...) batch -> float32 (N, C); a fixed batch-1 model runs row by row."""
+        if self.input_shape[0] == 1 and len(x) != 1:
+            return np.concatenate([self.run(x[i : i + 1]) for i in range(len(x))])
         return np.asarray(self.session.run(None, {self.input_name: x})[0], np.float32)
 
 

@@ -80,8 +80,14 @@ def resize_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     return rgb[top : top + size, left : left + size]
 
 
+def view(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) field -> the uint8 (S, S, 3) image the model sees, before scaling."""
+    return resize_crop(model_view(field, spec.input_mode, mask, spec.segmentation), spec.size)
+
+
 def prepare(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3) field -> float32 (3, S, S) or (S, S, 3) model input, as ``spec`` says."""
-    view = resize_crop(model_view(field, spec.input_mode, mask, spec.segmentation), spec.size)
-    x = view.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
+    x = view(field, spec, mask).astype(np.float32) * np.float32(spec.scale) + np.float32(
+        spec.offset
+    )
     return np.ascontiguousarray(x.transpose(2, 0, 1)) if spec.layout == "NCHW" else x

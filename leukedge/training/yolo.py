@@ -34,7 +34,8 @@ import numpy as np
 
 from leukedge.edge.imageio import read_field, write_field
 from leukedge.offline import ensure_offline
-from leukedge.training.split import SPLITS, read_split
+from leukedge.progress import progress_bar
+from leukedge.training.split import SPLITS, apply_aug, balance_rows, read_split
 
 #: Ultralytics classify preprocessing (see the module docstring), for model metadata.
 PREPROCESS: dict[str, object] = {
@@ -78,6 +79,11 @@ def build_imagefolder(
     split_csv: str | Path,
     out_dir: str | Path,
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
+    balance: bool = False,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    copies: int = 0,
+    seed: int = 0,
 ) -> Path:
     """Write the ImageFolder tree Ultralytics classification trains on.
 
@@ -85,9 +91,16 @@ def build_imagefolder(
     ``out_dir/<split>/<label>/`` for each split present (train required; val,
     test optional). Every split gets a folder for every label, empty or not,
     so class indices agree. Existing ``out_dir/<split>`` trees and Ultralytics
-    ``<split>.cache`` files are replaced. Files are hard links (copies across
-    file systems) or, with ``preprocess(rgb uint8 (H, W, 3)) -> rgb uint8
-    (h, w, 3)``, PNGs. Returns ``out_dir``.
+    ``<split>.cache`` files are replaced.
+
+    Without ``preprocess`` files are hard links (copies across file systems).
+    With ``preprocess(rgb uint8 (H, W, 3)) -> rgb uint8 (h, w, 3)`` they are
+    PNGs of what the model sees, and the training split can be enlarged:
+    ``balance`` adds flipped copies of the smaller classes up to the largest
+    (``balance_rows``), and ``augment(raw rgb, rng) -> rgb`` (stain and lamp
+    jitter) adds ``copies`` jittered versions of every training field, applied
+    to the raw field before ``preprocess``. Validation and test are never
+    augmented. Returns ``out_dir``.
     """
     rows = read_split(split_csv)
     splits = {r.split for r in rows}
@@ -95,6 +108,8 @@ def build_imagefolder(
         raise ValueError(f"{split_csv}: unknown split(s) {sorted(unknown)}; use {SPLITS}")
     if "train" not in splits:
         raise ValueError(f"{split_csv}: no train rows")
+    if preprocess is None and (balance or augment is not None):
+        raise ValueError("balancing and augmentation write new images: pass preprocess")
     labels = sorted({r.label for r in rows})
 
     out_dir = Path(out_dir)
@@ -104,17 +119,27 @@ def build_imagefolder(
     for split in splits:
         for label in labels:
             (out_dir / split / label).mkdir(parents=True)
-    for i, row in enumerate(rows):
+    train = [r for r in rows if r.split == "train"]
+    rows = (balance_rows(train, seed) if balance else train) + [
+        r for r in rows if r.split != "train"
+    ]
+    rng = np.random.default_rng(seed)
+    for i, row in enumerate(progress_bar(rows, "Writing training images")):
         src = Path(row.path)
         folder = out_dir / row.split / row.label
         suffix = ".png" if preprocess else src.suffix
-        dst = folder / f"{src.stem}{suffix}"
+        stem = f"{src.stem}-{row.aug}" if row.aug else src.stem
+        dst = folder / f"{stem}{suffix}"
         if dst.exists():  # same file name from another source folder
-            dst = folder / f"{src.stem}-{i}{suffix}"
+            dst = folder / f"{stem}-{i}{suffix}"
         if preprocess is None:
             _link_or_copy(src, dst)
-        else:
-            write_field(dst, preprocess(read_field(src)))
+            continue
+        raw = apply_aug(read_field(src), row.aug)
+        write_field(dst, preprocess(raw))
+        if augment is not None and row.split == "train":
+            for k in range(copies):
+                write_field(dst.with_name(f"{dst.stem}-j{k}.png"), preprocess(augment(raw, rng)))
     return out_dir
 
 
@@ -144,6 +169,7 @@ def train_yolo(
     threads: int | None = None,
     amp: bool | str | None = None,
     plots: bool | None = None,
+    resume: bool = False,
     **train_args,
 ) -> Path:
     """Train a YOLO classifier offline; returns the path of ``best.pt``.
@@ -160,6 +186,7 @@ def train_yolo(
         on CPU. True/"fp16" are refused: Ultralytics' AMP check downloads
         yolo26n.pt.
     plots : None -> only when ``ensure_offline`` placed a font.
+    resume : continue an interrupted run from ``out_dir/weights/last.pt``.
     train_args : further Ultralytics train arguments (lr0, hsv_h, ...).
 
     Training is seeded and ``deterministic=True``.
@@ -210,8 +237,13 @@ def train_yolo(
     saved = torch_utils.NUM_THREADS, torch.get_num_threads()
     torch_utils.NUM_THREADS = threads or _cpu_count()
     try:
-        model = YOLO(_arch_yaml(arch), task="classify")
-        model.train(**args)
+        last = out_dir / "weights" / "last.pt"
+        if resume and last.is_file():
+            model = YOLO(str(last), task="classify")
+            model.train(resume=True, **{k: args[k] for k in ("workers", "device")})
+        else:
+            model = YOLO(_arch_yaml(arch), task="classify")
+            model.train(**args)
     finally:
         torch_utils.NUM_THREADS = saved[0]
         torch.set_num_threads(saved[1])

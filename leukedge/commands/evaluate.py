@@ -1,0 +1,202 @@
+"""``leukedge eval``: a model bundle or YOLO checkpoint on labelled fields, with the
+shift suite and the shortcut audit (``leukedge.training.report``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from rich.table import Table
+
+from ..console import console, err_console
+
+
+def _fail(message: str) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _checkpoint(model: str) -> Path | None:
+    """The YOLO ``.pt`` behind ``model`` (a .pt file or a training run folder), else None."""
+    path = Path(model)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            _fail(f"{path}: no such file")
+        return path
+    runs = (path / "weights" / "best.pt", path / "train" / "weights" / "best.pt")
+    return next((p for p in runs if p.is_file()), None)
+
+
+def _bundle_predictor(model: str, backend: str, threads: int | None):
+    """(name, classes, predict) for a model bundle; probabilities in the bundle's class order."""
+    import numpy as np
+
+    from ..edge.bundle import BundleError
+    from ..edge.model import load_model
+
+    try:
+        m = load_model(model, backend, threads)
+    except BundleError as exc:
+        _fail(str(exc))
+
+    def predict(fields: list[np.ndarray]) -> np.ndarray:
+        preds = m.predict_batch(fields)
+        return np.array([[p.probabilities[c] for c in m.classes] for p in preds])
+
+    return m.name, list(m.classes), predict
+
+
+def _yolo_predictor(pt: Path, threads: int | None):
+    """(name, classes, predict) for an Ultralytics checkpoint, fed exactly what the station
+    feeds its bundle: ``prepare`` with the run's recorded preprocessing (``leukedge_train.json``),
+    else the whole field at the checkpoint's training size."""
+    import numpy as np
+
+    from ..edge.model import _softmax
+    from ..edge.preprocess import Preprocess, prepare
+    from ..offline import ensure_offline
+    from ..training.runs import find_run_config
+
+    ensure_offline()
+    import torch
+    from ultralytics import YOLO
+
+    if threads:
+        torch.set_num_threads(threads)
+    yolo = YOLO(str(pt))
+    net = yolo.model.float().eval()
+    classes = [yolo.names[i] for i in sorted(yolo.names)]
+    config = find_run_config(pt) or {}
+    if "preprocess" in config:
+        spec = Preprocess.from_dict(config["preprocess"])
+    else:
+        size = int((yolo.ckpt or {}).get("train_args", {}).get("imgsz", 224))
+        spec = Preprocess(input_mode="field", size=size)
+    err_console.print(f"{pt}: preprocessing {spec}")
+
+    def predict(fields: list[np.ndarray]) -> np.ndarray:
+        x = torch.from_numpy(np.stack([prepare(f, spec) for f in fields]))
+        with torch.inference_mode():
+            out = net(x)
+        p = (out[0] if isinstance(out, (list, tuple)) else out).float().numpy()
+        is_probs = (p >= 0).all() and np.allclose(p.sum(axis=1), 1, atol=1e-3)
+        return p if is_probs else _softmax(p)
+
+    name = next(d.name for d in pt.resolve().parents if d.name not in ("weights", "train"))
+    return name, classes, predict
+
+
+def _items(data: Path | None, split_csv: Path | None, split: str, scheme: str | None, classes):
+    """(path, label) items: the ``split`` rows of ``split_csv``, else every field of ``data``."""
+    if split_csv is not None:
+        from ..training.split import read_split
+
+        rows = read_split(split_csv, split)
+        if not rows:
+            _fail(f"{split_csv}: no rows of split {split!r}")
+        return [(r.path, r.label) for r in rows]
+    if data is None:
+        _fail("give --data or --split-csv")
+    from ..edge.classes import SCHEMES, scheme_classes
+    from ..training.datasets import find_dataset
+
+    if scheme is None:
+        scheme = next((s for s in SCHEMES if set(scheme_classes(s)) == set(classes)), None)
+        if scheme is None:
+            _fail(f"model classes {classes} match no class scheme; pass --classes")
+    try:
+        return [(str(p), label) for p, label, _ in find_dataset(data).select(scheme)]
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _print(result: dict) -> None:
+    def ci(lo_hi) -> str:
+        return f"{lo_hi[0]:.3f}–{lo_hi[1]:.3f}"
+
+    clean = result["clean"]
+    table = Table(title=f"{result['n']} fields ({len(result['skipped'])} skipped)")
+    for column in ("condition", "accuracy", "95% CI", "macro-F1", "ECE"):
+        table.add_column(column, justify="left" if column == "condition" else "right")
+    rows = {"clean": clean, **result["shifts"]}
+    if "shortcut" in result:
+        rows["shortcut (lower is better)"] = result["shortcut"]
+    for name, m in rows.items():
+        style = "bold" if name == result["worst_shift"] else None
+        cells = (name, f"{m['accuracy']:.3f}", ci(m["accuracy_ci"]), f"{m['macro_f1']:.3f}")
+        table.add_row(*cells, f"{m['ece']:.3f}", style=style)
+    console.print(table)
+    per_class = Table(title="per class (clean)")
+    for column in ("class", "support", "sensitivity", "specificity", "F1"):
+        per_class.add_column(column, justify="left" if column == "class" else "right")
+    for name, m in clean["per_class"].items():
+        cells = [m[k] for k in ("sensitivity", "specificity", "f1")]
+        per_class.add_row(
+            name, str(m["support"]), *("–" if v is None else f"{v:.3f}" for v in cells)
+        )
+    console.print(per_class)
+    if result["worst_shift"]:
+        console.print(f"worst shift: [bold]{result['worst_shift']}[/bold]")
+
+
+def evaluate(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Bundle folder or name ('default'), training run folder or .pt."
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Dataset folder (Taleqani, Kaggle or class folders): all its fields."
+    ),
+    split_csv: Path | None = typer.Option(
+        None, "--split-csv", help="split.csv: evaluate only its --split rows instead of --data."
+    ),
+    split: str = typer.Option("test", "--split", help="Split of --split-csv to evaluate."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Class scheme for --data: 4, 3 or 2 [default: the model's]."
+    ),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the report JSON here."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Report folder [default: runs/eval/<model name>]."
+    ),
+    shifts: bool = typer.Option(True, "--shifts/--no-shifts", help="Run the colour-shift suite."),
+    shortcut: bool = typer.Option(
+        True, "--shortcut/--no-shortcut", help="Run the shortcut audit (cells painted out)."
+    ),
+    reference: Path | None = typer.Option(
+        None, "--reference", help="JSON of figures to show beside (e.g. another report.json)."
+    ),
+    backend: str = typer.Option("auto", "--backend", help="Bundles: auto, onnxruntime or litert."),
+    threads: int | None = typer.Option(None, "--threads", help="Inference threads."),
+    batch: int = typer.Option(32, "--batch", help="Fields per inference batch."),
+) -> None:
+    """Evaluate a model on labelled fields: accuracy, macro-F1, per-class sensitivity and
+    specificity, calibration, colour shifts and the shortcut audit, with 95% bootstrap CIs."""
+    from ..training.report import evaluate as run_evaluation
+    from ..training.report import write_report
+
+    pt = _checkpoint(model)
+    if pt is not None:
+        name, model_classes, predict = _yolo_predictor(pt, threads)
+    else:
+        name, model_classes, predict = _bundle_predictor(model, backend, threads)
+    items = _items(data, split_csv, split, classes, model_classes)
+    ref = None
+    if reference is not None:
+        ref = {"name": reference.stem, **json.loads(reference.read_text())}
+    try:
+        result = run_evaluation(
+            predict, items, model_classes, shifts=shifts, shortcut=shortcut, batch=batch
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    for skipped in result["skipped"]:
+        err_console.print(f"[yellow]skipped[/yellow] {skipped['path']}: {skipped['problem']}")
+    source = f"{split_csv} ({split})" if split_csv is not None else str(data)
+    out = out or Path("runs") / "eval" / name
+    write_report(result, out, f"{name} on {source}", ref)
+    _print(result)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text((out / "report.json").read_text())
+    err_console.print(f"report: {out / 'report.md'}")

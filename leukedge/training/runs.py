@@ -1,0 +1,42 @@
+"""Training-run records: ``leukedge_train.json`` holds what a run was made from."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..edge.bundle import sha256_file
+
+RUN_CONFIG = "leukedge_train.json"
+
+
+def write_run_config(run_dir: str | Path, config: dict, split_csv: str | Path) -> Path:
+    """Record a run's settings, the split file and its SHA-256, and the software versions."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {
+        **config,
+        "split_csv": str(Path(split_csv).resolve()),
+        "data_manifest_sha256": sha256_file(split_csv),
+        "leukedge": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path = run_dir / RUN_CONFIG
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def find_run_config(path: str | Path) -> dict | None:
+    """The run record in ``path`` or one of its parents (a run folder, a .pt inside it), or None."""
+    path = Path(path).resolve()
+    for folder in [path, *path.parents][:4]:
+        candidate = folder / RUN_CONFIG
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None
