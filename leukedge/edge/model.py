@@ -31,21 +31,20 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def resolve_bundle(path: str | Path) -> Path:
-    """A bundle folder for a path, a ``leukedge.json`` or a shipped name such as "default"."""
+    """A bundle folder for a path, a ``leukedge.json``, or a shipped name ("default")."""
     p = Path(path)
     if p.name == MANIFEST:
         return p.parent
     if p.is_dir():
         return p
     shipped = MODELS_DIR / str(path)
-    if shipped.is_dir() and (shipped / MANIFEST).is_file():
+    if (shipped / MANIFEST).is_file():
         return shipped
-    if str(path) == "default":
-        candidates = sorted(d.name for d in MODELS_DIR.glob("*") if (d / MANIFEST).is_file())
-        if candidates:
-            return MODELS_DIR / candidates[0]
-        raise BundleError("no default model is shipped in this leukedge installation")
-    raise BundleError(f"{path}: no such model bundle (a folder with {MANIFEST})")
+    names = sorted(d.parent.name for d in MODELS_DIR.glob(f"*/{MANIFEST}"))
+    raise BundleError(
+        f"{path}: no such model bundle (a folder with {MANIFEST}); "
+        f"shipped: {', '.join(names) or 'none'}"
+    )
 
 
 class Model:
