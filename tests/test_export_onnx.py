@@ -148,6 +148,8 @@ def test_bundles_load_with_manifest_and_metadata(trained):
         assert m["training"]["args"]["imgsz"] == SIZE
         assert m["data_manifest_sha256"] == sha256_file(work / "split.csv")
         assert m["evaluation"]["split"] == "val" and 0 <= m["evaluation"]["accuracy"] <= 1
+        assert m["ood"]["n"] == 16 and len(m["ood"]["lab_mean"]) == 3
+        assert all(s > 0 for s in m["ood"]["lab_std"])
     quant = read_manifest(trained["bundles"]["int8"])["model"]["quantization"]
     assert quant["per_channel"] is False and quant["activation"] == "uint8"
     assert quant["weight"] == "int8" and quant["calibration_n"] == 16

@@ -66,9 +66,26 @@ class FieldResult:
         }
 
 
+def colour_stat(rgb: np.ndarray) -> np.ndarray:
+    """Mean LAB colour of an RGB uint8 (H, W, 3) field: float64 (3,)."""
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(axis=0)
+
+
+def ood_reference(fields, max_z: float = 4.0) -> dict:
+    """The manifest's ``ood`` entry from training fields (RGB uint8 (H, W, 3) each)."""
+    stats = np.stack([colour_stat(f) for f in fields])
+    return {
+        "statistic": "mean LAB colour of the field",
+        "lab_mean": stats.mean(axis=0).round(3).tolist(),
+        "lab_std": stats.std(axis=0).round(3).tolist(),
+        "max_z": max_z,
+        "n": len(stats),
+    }
+
+
 def out_of_distribution(rgb: np.ndarray, ood: dict | None) -> bool:
     """Whether an RGB uint8 (H, W, 3) field is far from the training fields (see module doc)."""
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(axis=0)
+    lab = colour_stat(rgb)
     if ood:
         z = np.abs(lab - np.asarray(ood["lab_mean"])) / np.maximum(np.asarray(ood["lab_std"]), 1.0)
         return bool(z.max() > float(ood.get("max_z", 4.0)))

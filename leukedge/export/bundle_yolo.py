@@ -23,6 +23,7 @@ import numpy as np
 
 from leukedge.edge.bundle import sha256_file, write_manifest
 from leukedge.edge.imageio import read_field
+from leukedge.edge.pipeline import ood_reference
 from leukedge.edge.preprocess import Preprocess, prepare
 from leukedge.progress import progress_bar
 from leukedge.training.runs import find_run_config
@@ -125,13 +126,21 @@ def _quantize(fp32: Path, dst: Path, calib: Sequence[Row], spec: Preprocess, see
 
 
 def _common_manifest(
-    pt_path: Path, split_csv: Path, classes: list[str], spec: Preprocess, uncertain: float
+    pt_path: Path,
+    split_csv: Path,
+    classes: list[str],
+    spec: Preprocess,
+    uncertain: float,
+    reference_rows: Sequence[Row],
 ) -> dict:
-    """Manifest entries shared by the fp32 and INT8 bundles."""
+    """Manifest entries shared by the fp32 and INT8 bundles (``ood`` from ``reference_rows``)."""
     return {
         "classes": classes,
         "preprocess": spec.to_dict(),
         "uncertain_threshold": uncertain,
+        "ood": ood_reference(read_field(r.path) for r in reference_rows)
+        if reference_rows
+        else None,
         "training": {
             "framework": "ultralytics",
             "weights": pt_path.name,
@@ -242,7 +251,14 @@ def export_yolo_bundle(
             fp32_probs = model_probs(models["fp32"])(x_eval)
             evaluation = {"fp32": {**base, "accuracy": accuracy(y_eval, fp32_probs)}}
 
-        common = _common_manifest(pt_path, split_csv, classes, preprocess, uncertain_threshold)
+        common = _common_manifest(
+            pt_path,
+            split_csv,
+            classes,
+            preprocess,
+            uncertain_threshold,
+            _sample(train, calib_n, seed),
+        )
         for precision, folder in staged.items():
             model = _model_entry(models[precision], preprocess, precision, quantization[precision])
             manifest = {"name": f"{run_dir(pt_path).name}-{folder.name}", **common, "model": model}
