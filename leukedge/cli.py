@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import data, demo, evaluate, export, results, run, segment, train
+from .commands import bench, data, demo, evaluate, export, results, run, segment, train
 
 app = typer.Typer(
     name="leukedge",
@@ -27,6 +27,7 @@ app.add_typer(results.app, name="results")
 app.command("run")(run.run)
 app.command("demo")(demo.demo)
 app.command("segment")(segment.segment)
+app.command("bench")(bench.bench)
 
 
 def _version(value: bool) -> None:

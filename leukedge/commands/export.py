@@ -22,12 +22,22 @@ def _formats(text: str) -> list[str]:
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
     if unknown := sorted(set(formats) - set(FORMATS)):
         _fail(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
-    if "tflite" in formats:
-        _fail(
-            "TFLite export of YOLO models is not implemented yet (it will need the optional "
-            "'leukedge[export]' extra); export --to onnx, which the station runs as well"
-        )
     return formats
+
+
+def _keras_model(run: Path) -> Path | None:
+    """``run`` if it is a .keras file, else the ``best.keras`` of a Keras run folder, or None."""
+    from ..training.runs import find_run_config
+
+    if run.suffix == ".keras":
+        if not run.is_file():
+            _fail(f"{run}: no such file")
+        return run
+    if (run / "best.keras").is_file():
+        return run / "best.keras"
+    if run.is_dir() and (find_run_config(run) or {}).get("family") == "keras":
+        _fail(f"{run}: a Keras run without best.keras (has its first epoch finished?)")
+    return None
 
 
 def _weights(run: Path) -> Path:
@@ -48,10 +58,16 @@ def _split_csv(record: dict, run_dir: Path) -> Path | None:
 
 
 def export(
-    run: Path = typer.Argument(..., help="Training run folder (weights/best.pt) or a .pt file."),
-    to: str = typer.Option("onnx", "--to", help="Format(s), comma-separated: onnx, tflite."),
+    run: Path = typer.Argument(
+        ..., help="Training run folder (weights/best.pt or best.keras), a .pt or a .keras file."
+    ),
+    to: str | None = typer.Option(
+        None,
+        "--to",
+        help="Format(s), comma-separated: onnx, tflite. Default: onnx (YOLO), tflite,onnx (Keras).",
+    ),
     int8: bool = typer.Option(
-        True, "--int8/--no-int8", help="Also write an INT8 bundle and its fidelity report."
+        True, "--int8/--no-int8", help="Also write INT8 bundles and their fidelity reports."
     ),
     split_csv: Path | None = typer.Option(
         None,
@@ -61,10 +77,14 @@ def export(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Default: RUN/export."),
     calib: int = typer.Option(300, "--calib", help="Train fields used to calibrate INT8."),
-    per_channel: bool = typer.Option(False, "--per-channel", help="Per-channel weight scales."),
-    activation: str = typer.Option("uint8", "--activation", help="INT8 activations: uint8, int8."),
+    per_channel: bool = typer.Option(
+        False, "--per-channel", help="ONNX INT8: per-channel weight scales."
+    ),
+    activation: str = typer.Option(
+        "uint8", "--activation", help="ONNX INT8 activations: uint8, int8."
+    ),
     method: str = typer.Option(
-        "minmax", "--method", help="Calibration: minmax, entropy, percentile."
+        "minmax", "--method", help="ONNX INT8 calibration: minmax, entropy, percentile."
     ),
     input_mode: str | None = typer.Option(
         None,
@@ -82,58 +102,94 @@ def export(
         0.6, "--uncertain-threshold", help="Below this top probability a result is 'uncertain'."
     ),
 ) -> None:
-    """Export a YOLO classifier to ONNX bundles (fp32 and INT8) with a fidelity report."""
-    _formats(to)
-    pt = _weights(run)
-
+    """Export a YOLO classifier to ONNX bundles, or a Keras classifier to TFLite and ONNX
+    bundles (fp32 and INT8), with fidelity reports."""
     from ..edge.preprocess import Preprocess
-    from ..export.bundle_yolo import export_yolo_bundle, run_dir, training_config
     from ..training.runs import find_run_config
 
-    record = find_run_config(pt) or {}
-    split_csv = split_csv or _split_csv(record, run_dir(pt))
-    if split_csv is None:
-        _fail(f"no split.csv recorded for {pt} or found next to it; pass --split-csv")
-    out = out or (run if run.is_dir() else run_dir(pt)) / "export"
-    recorded = record.get("preprocess") or {
-        "input_mode": "field",
-        "size": training_config(pt).get("imgsz", 224),
-    }
+    keras_path = _keras_model(run)
+    formats = _formats(to or ("tflite,onnx" if keras_path else "onnx"))
+    onnx_int8 = {"per_channel": per_channel, "activation": activation, "method": method}
     given = {"input_mode": input_mode, "segmentation": segmentation, "size": imgsz}
+    given = {k: v for k, v in given.items() if v}
+    if keras_path is not None:
+        model, run_folder = keras_path, keras_path.parent
+        record = find_run_config(keras_path) or {}
+        if "preprocess" not in record:
+            _fail(f"no run record with the preprocessing of {keras_path} (leukedge_train.json)")
+        recorded = record["preprocess"]
+    else:
+        if "tflite" in formats:
+            _fail(
+                "TFLite export of YOLO models is not implemented yet (it will need the optional "
+                "'leukedge[export]' extra); export --to onnx, which the station runs as well"
+            )
+        from ..export.bundle_yolo import run_dir, training_config
+
+        model = _weights(run)
+        run_folder = run_dir(model)
+        record = find_run_config(model) or {}
+        recorded = record.get("preprocess") or {
+            "input_mode": "field",
+            "size": training_config(model).get("imgsz", 224),
+        }
+    split_csv = split_csv or _split_csv(record, run_folder)
+    if split_csv is None:
+        _fail(f"no split.csv recorded for {model} or found next to it; pass --split-csv")
+    out = out or (run if run.is_dir() else run_folder) / "export"
     try:
-        spec = Preprocess.from_dict({**recorded, **{k: v for k, v in given.items() if v}})
+        spec = Preprocess.from_dict({**recorded, **given})
         err_console.print(f"preprocessing: {spec}")
-        bundles = export_yolo_bundle(
-            pt,
-            out,
-            split_csv=split_csv,
-            preprocess=spec,
-            int8=int8,
-            calib_n=calib,
-            per_channel=per_channel,
-            activation=activation,
-            method=method,
-            uncertain_threshold=uncertain,
-        )
+        common = {"split_csv": split_csv, "int8": int8, "calib_n": calib}
+        if keras_path is not None:
+            from ..export.keras_export import export_keras_bundles
+
+            bundles = export_keras_bundles(
+                model,
+                out,
+                spec=spec,
+                to=formats,
+                onnx_int8=onnx_int8,
+                uncertain_threshold=uncertain,
+                **common,
+            )
+        else:
+            from ..export.bundle_yolo import export_yolo_bundle
+
+            bundles = export_yolo_bundle(
+                model,
+                out,
+                preprocess=spec,
+                uncertain_threshold=uncertain,
+                **onnx_int8,
+                **common,
+            )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+    _summary(f"{model} -> {out}", bundles, out)
 
+
+def _summary(title: str, bundles: dict[str, Path], out: Path) -> None:
+    """A table of the bundles, and each INT8 bundle's fidelity to its fp32 one."""
     from ..edge.bundle import read_manifest
 
-    table = Table(title=f"{pt} -> {out}")
+    table = Table(title=title)
     for column in ("bundle", "model bytes", "val accuracy"):
         table.add_column(column)
-    evaluations = {}
-    for precision, bundle in bundles.items():
+    reports = {}
+    for bundle in bundles.values():
         manifest = read_manifest(bundle)
-        evaluations[precision] = manifest["evaluation"]
+        evaluation = manifest["evaluation"]
+        if "fidelity" in evaluation:
+            reports[bundle.name] = evaluation["fidelity"]
         model_bytes = (bundle / manifest["model"]["file"]).stat().st_size
-        table.add_row(bundle.name, f"{model_bytes:,}", f"{manifest['evaluation']['accuracy']:.4f}")
+        table.add_row(bundle.name, f"{model_bytes:,}", f"{evaluation['accuracy']:.4f}")
     console.print(table)
-    if "int8" in evaluations:
-        report = evaluations["int8"]["fidelity"]
+    for name, report in reports.items():
         console.print(
-            f"INT8 vs fp32 on {report['n']} {report['split']} fields: top-1 agreement "
+            f"{name} vs fp32 on {report['n']} {report['split']} fields: top-1 agreement "
             f"{report['top1_agreement']:.4f}, max |dp| {report['max_abs_prob_diff']:.2e}, "
-            f"{report['size_ratio']:.2f}x smaller. Report: {out / 'fidelity.md'}"
+            f"{report['size_ratio']:.2f}x smaller."
         )
+    if reports:
+        console.print(f"Reports: {out}/fidelity*.md")

@@ -104,3 +104,67 @@ def yolo(
         resume=resume,
     )
     err_console.print(f"best weights: {best}")
+
+
+@app.command()
+def keras(
+    out: Path = typer.Option(Path("runs/keras"), "--out", "-o", help="Run folder."),
+    split_csv: Path = typer.Option(
+        None, "--split-csv", help="split.csv from `leukedge data split`."
+    ),
+    data: Path = typer.Option(None, "--data", help="Data folder to split when no --split-csv."),
+    classes: str = typer.Option("4", help="Class scheme when splitting --data: 4, 3 or 2."),
+    arch: str = typer.Option("mobilenetv2", help="mobilenetv2, efficientnetb0 or nasnetmobile."),
+    dual: bool = typer.Option(
+        False, help="Two inputs, the field and the masked field, one shared backbone."
+    ),
+    weights: Path = typer.Option(
+        None, help="Local backbone weights (.h5/.weights.h5, no top); never downloaded."
+    ),
+    freeze: bool = typer.Option(False, help="Keep the --weights backbone fixed."),
+    input_mode: str = typer.Option("field-wb", "--input", help=INPUT_HELP),
+    seg: str = typer.Option("robust", help="Segmentation for mask inputs: reference or robust."),
+    epochs: int = typer.Option(30, help="Epochs."),
+    imgsz: int = typer.Option(224, help="Input size in pixels."),
+    batch: int = typer.Option(32, help="Batch size."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    alpha: float = typer.Option(1.0, help="MobileNetV2 width multiplier."),
+    bn_momentum: float = typer.Option(
+        None, help="BatchNormalization momentum (Keras: 0.99; ~0.9 for short runs)."
+    ),
+    jitter: bool = typer.Option(True, help="Stain/lamp jitter on the raw field, on the fly."),
+    balance: bool = typer.Option(True, help="Balance classes by flips up to the largest."),
+    seed: int = typer.Option(0, help="Seed for the split, the augmentation and training."),
+    threads: int = typer.Option(None, help="TensorFlow CPU threads (default: its own choice)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+) -> None:
+    """Train a Keras classifier (reference notebook head) on what the station sees."""
+    from ..training.jitter import Jitter
+    from ..training.keras_train import keras_preprocess, train_keras
+
+    try:
+        spec = keras_preprocess(arch, input_mode, seg, imgsz)
+        split_csv = split_for(out, split_csv, data, classes, seed)
+        best = train_keras(
+            split_csv,
+            out,
+            arch=arch,
+            spec=spec,
+            dual=dual,
+            epochs=epochs,
+            batch=batch,
+            seed=seed,
+            jitter_cfg=Jitter() if jitter else None,
+            balance=balance,
+            threads=threads,
+            weights=weights,
+            freeze=freeze,
+            bn_momentum=bn_momentum,
+            alpha=alpha,
+            lr=lr,
+            resume=resume,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    err_console.print(f"best model: {best}")

@@ -1,12 +1,14 @@
 """Inference backends: ONNX Runtime and LiteRT (falling back to tflite-runtime).
 
-Each backend takes a float32 batch in the model's own layout and returns
-float32 (N, C) outputs; integer-quantized inputs and outputs are (de)quantized
-here with the model's own scale and zero point.
+Each backend takes a float32 batch in the model's own layout (a list of them,
+in the model's input order, for a multi-input model; ``input_names`` lists that
+order) and returns float32 (N, C) outputs; integer-quantized inputs and outputs
+are (de)quantized here with the model's own scale and zero point.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,14 @@ def available_backends() -> list[str]:
     return found
 
 
+def _input_list(x: np.ndarray | Sequence[np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
+    """One contiguous float32 batch per model input."""
+    xs = [x] if isinstance(x, np.ndarray) else list(x)
+    if len(xs) != len(names):
+        raise BundleError(f"the model takes {len(names)} input(s) {list(names)}, got {len(xs)}")
+    return [np.ascontiguousarray(a, np.float32) for a in xs]
+
+
 class OnnxRuntimeBackend:
     """An ONNX model on ONNX Runtime's CPU provider."""
 
@@ -42,16 +52,18 @@ class OnnxRuntimeBackend:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
-        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inp.shape)
+        inputs = self.session.get_inputs()
+        self.input_names = [i.name for i in inputs]
+        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inputs[0].shape)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """float32 (N, ...) batch -> float32 (N, C); a fixed batch-1 model runs row by row."""
-        if self.input_shape[0] == 1 and len(x) != 1:
-            return np.concatenate([self.run(x[i : i + 1]) for i in range(len(x))])
-        return np.asarray(self.session.run(None, {self.input_name: x})[0], np.float32)
+    def run(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """float32 (N, ...) batch(es) -> float32 (N, C); a fixed batch-1 model runs row by row."""
+        xs = _input_list(x, self.input_names)
+        if self.input_shape[0] == 1 and len(xs[0]) != 1:
+            return np.concatenate([self.run([a[i : i + 1] for a in xs]) for i in range(len(xs[0]))])
+        feed = dict(zip(self.input_names, xs))
+        return np.asarray(self.session.run(None, feed)[0], np.float32)
 
 
 def _interpreter_class():
@@ -76,24 +88,29 @@ class LiteRTBackend:
     def __init__(self, path: str | Path, threads: int | None = None):
         self.interpreter = _interpreter_class()(model_path=str(path), num_threads=threads)
         self.interpreter.allocate_tensors()
-        self._inp = self.interpreter.get_input_details()[0]
-        self._out = self.interpreter.get_output_details()[0]
-        self.input_shape = tuple(int(d) for d in self._inp["shape"])
+        self._details()
+        self.input_names = [d["name"] for d in self._inps]
+        self.input_shape = tuple(int(d) for d in self._inps[0]["shape"])
         self._batch = self.input_shape[0]
 
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[0] != self._batch:
-            self.interpreter.resize_tensor_input(self._inp["index"], x.shape)
+    def _details(self) -> None:
+        self._inps = self.interpreter.get_input_details()
+        self._out = self.interpreter.get_output_details()[0]
+
+    def _invoke(self, xs: list[np.ndarray]) -> np.ndarray:
+        if xs[0].shape[0] != self._batch:
+            for inp, x in zip(self._inps, xs):
+                self.interpreter.resize_tensor_input(inp["index"], x.shape)
             self.interpreter.allocate_tensors()
-            self._inp = self.interpreter.get_input_details()[0]
-            self._out = self.interpreter.get_output_details()[0]
-            self._batch = x.shape[0]
-        dtype = self._inp["dtype"]
-        if dtype != np.float32:
-            scale, zero = self._inp["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        self.interpreter.set_tensor(self._inp["index"], x)
+            self._details()
+            self._batch = xs[0].shape[0]
+        for inp, x in zip(self._inps, xs):
+            dtype = inp["dtype"]
+            if dtype != np.float32:
+                scale, zero = inp["quantization"]
+                info = np.iinfo(dtype)
+                x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+            self.interpreter.set_tensor(inp["index"], x)
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self._out["index"])
         if y.dtype != np.float32:
@@ -101,9 +118,9 @@ class LiteRTBackend:
             y = (y.astype(np.float32) - zero) * scale
         return y.astype(np.float32)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """float32 (N, ...) batch -> float32 (N, C)."""
-        return self._invoke(np.ascontiguousarray(x, np.float32))
+    def run(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """float32 (N, ...) batch(es) -> float32 (N, C)."""
+        return self._invoke(_input_list(x, self.input_names))
 
 
 def open_backend(path: str | Path, backend: str = "auto", threads: int | None = None):

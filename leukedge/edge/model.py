@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,9 @@ from .bundle import MANIFEST, BundleError, read_manifest, sha256_file, verify_bu
 from .preprocess import Preprocess, prepare
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+#: Named model inputs a manifest's ``inputs`` may list, in the model file's input order.
+MODEL_INPUTS = ("field", "masked")
 
 
 @dataclass
@@ -28,6 +32,14 @@ class Prediction:
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def input_specs(spec: Preprocess, inputs: Sequence[str] = ("field",)) -> list[Preprocess]:
+    """The preprocessing of each model input: "field" is ``spec`` itself, "masked" the field
+    with everything outside the blast mask black (``spec`` with input mode "mask")."""
+    if unknown := sorted(set(inputs) - set(MODEL_INPUTS)):
+        raise BundleError(f"unknown model input(s) {unknown}; known: {', '.join(MODEL_INPUTS)}")
+    return [spec if name == "field" else replace(spec, input_mode="mask") for name in inputs]
 
 
 def resolve_bundle(path: str | Path) -> Path:
@@ -50,7 +62,8 @@ def resolve_bundle(path: str | Path) -> Path:
 class Model:
     """A loaded, verified model bundle.
 
-    ``predict(field)`` takes an RGB uint8 (H, W, 3) field of any size.
+    ``predict(field)`` takes an RGB uint8 (H, W, 3) field of any size. A manifest's
+    ``inputs`` (default ``["field"]``) names what each model input gets (``input_specs``).
     """
 
     def __init__(self, bundle: Path, manifest: dict, backend: str, threads: int | None):
@@ -58,6 +71,7 @@ class Model:
         self.manifest = manifest
         self.classes: tuple[str, ...] = tuple(manifest["classes"])
         self.preprocess = Preprocess.from_dict(manifest["preprocess"])
+        self.input_specs = input_specs(self.preprocess, manifest.get("inputs", ["field"]))
         model_file = bundle / manifest["model"]["file"]
         self.sha256 = sha256_file(model_file)
         self.backend = open_backend(model_file, backend, threads)
@@ -68,8 +82,9 @@ class Model:
     def name(self) -> str:
         return self.manifest.get("name", self.bundle.name)
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, ...) preprocessed batch -> float32 (N, C) class probabilities."""
+    def probabilities(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """float32 (N, ...) preprocessed batch (a list of them for a multi-input model)
+        -> float32 (N, C) class probabilities."""
         out = self.backend.run(batch)
         if out.shape[-1] != len(self.classes):
             raise BundleError(
@@ -78,12 +93,16 @@ class Model:
         return _softmax(out) if self.output == "logits" else out
 
     def predict_batch(self, fields: list[np.ndarray], masks=None) -> list[Prediction]:
-        """Classify RGB uint8 fields; ``masks`` (bool (H, W) each) feed the "mask" input mode."""
+        """Classify RGB uint8 fields; ``masks`` (bool (H, W) each) feed the "mask" input mode
+        and the "masked" input (computed with the bundle's segmentation when not given)."""
         t0 = time.perf_counter()
         masks = masks if masks is not None else [None] * len(fields)
-        batch = np.stack([prepare(f, self.preprocess, m) for f, m in zip(fields, masks)])
+        batches = [
+            np.stack([prepare(f, spec, m) for f, m in zip(fields, masks)])
+            for spec in self.input_specs
+        ]
         t1 = time.perf_counter()
-        probs = self.probabilities(batch)
+        probs = self.probabilities(batches[0] if len(batches) == 1 else batches)
         t2 = time.perf_counter()
         per = {"preprocess": (t1 - t0) * 1e3 / len(fields), "infer": (t2 - t1) * 1e3 / len(fields)}
         out = []

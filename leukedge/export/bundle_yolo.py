@@ -16,28 +16,29 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+from leukedge.edge.bundle import write_manifest
+from leukedge.edge.preprocess import Preprocess
+from leukedge.training.split import read_split
 
-from leukedge.edge.bundle import sha256_file, write_manifest
-from leukedge.edge.imageio import read_field
-from leukedge.edge.pipeline import ood_reference
-from leukedge.edge.preprocess import Preprocess, prepare
-from leukedge.progress import progress_bar
-from leukedge.training.runs import find_run_config
-from leukedge.training.split import Row, read_split
-
-from ..training.metrics import accuracy
-from .fidelity import fidelity, model_probs, to_markdown
+from .bundles import (
+    DEFAULT_UNCERTAIN_THRESHOLD,
+    class_indices,
+    common_manifest,
+    evaluate_models,
+    model_entry,
+    onnx_metadata,
+    prepare_rows,
+    quantize_onnx_model,
+    replace_outputs,
+    sample_rows,
+)
 from .onnx_yolo import export_yolo_onnx
-from .quantize_onnx import quantize_onnx
 
 FP32_BUNDLE = "yolo-onnx-fp32"
 INT8_BUNDLE = "yolo-onnx-int8"
 MODEL_FILE = "model.onnx"
-DEFAULT_UNCERTAIN_THRESHOLD = 0.6
 
 
 def run_dir(pt_path: str | Path) -> Path:
@@ -56,11 +57,6 @@ def training_config(pt_path: str | Path) -> dict:
     return {}
 
 
-def prepare_rows(rows: Sequence[Row], spec: Preprocess, description: str) -> np.ndarray:
-    """Read and ``prepare`` the rows' fields: float32 (N, ...) in the model's layout."""
-    return np.stack([prepare(read_field(r.path), spec) for r in progress_bar(rows, description)])
-
-
 def _check_preprocess(spec: Preprocess) -> None:
     """Ultralytics classifiers take RGB / 255, channels first, no mean/std."""
     if spec.layout != "NCHW" or not (
@@ -70,102 +66,6 @@ def _check_preprocess(spec: Preprocess) -> None:
             "YOLO classifiers take RGB / 255 channels first (layout NCHW, scale 1/255, offset 0); "
             f"preprocess has layout {spec.layout}, scale {spec.scale}, offset {spec.offset}"
         )
-
-
-def _sample(rows: Sequence[Row], n: int, seed: int) -> list[Row]:
-    """``n`` rows drawn without replacement (all when there are fewer), in file order."""
-    if len(rows) <= n:
-        return list(rows)
-    keep = np.random.default_rng(seed).choice(len(rows), n, replace=False)
-    return [rows[i] for i in sorted(keep)]
-
-
-def _class_indices(rows: Sequence[Row], classes: Sequence[str]) -> np.ndarray:
-    """int64 (N,) output index of each row's label."""
-    unknown = sorted({r.label for r in rows} - set(classes))
-    if unknown:
-        raise ValueError(f"label(s) {unknown} of the split are not model classes {list(classes)}")
-    return np.array([classes.index(r.label) for r in rows], np.int64)
-
-
-def onnx_metadata(onnx_path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX model."""
-    import onnx
-
-    return {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
-
-
-def _model_entry(onnx_path: Path, spec: Preprocess, precision: str, quantization) -> dict:
-    import onnx
-
-    inp = onnx.load(str(onnx_path)).graph.input[0]
-    return {
-        "file": MODEL_FILE,
-        "format": "onnx",
-        "precision": precision,
-        "input": {
-            "name": inp.name,
-            "shape": [d.dim_value or -1 for d in inp.type.tensor_type.shape.dim],
-            "layout": spec.layout,
-            "dtype": "float32",
-        },
-        "quantization": quantization,
-        "output": "probabilities",
-    }
-
-
-def _quantize(fp32: Path, dst: Path, calib: Sequence[Row], spec: Preprocess, seed: int, **settings):
-    """Calibrate on ``calib`` and write the INT8 model to ``dst``; returns its settings."""
-    quantize_onnx(fp32, dst, prepare_rows(calib, spec, "Preparing calibration fields"), **settings)
-    return {
-        **json.loads(onnx_metadata(dst)["leukedge.quantization"]),
-        "calibration_split": "train",
-        "calibration_n": len(calib),
-        "calibration_seed": seed,
-    }
-
-
-def _common_manifest(
-    pt_path: Path,
-    split_csv: Path,
-    classes: list[str],
-    spec: Preprocess,
-    uncertain: float,
-    reference_rows: Sequence[Row],
-) -> dict:
-    """Manifest entries shared by the fp32 and INT8 bundles (``ood`` from ``reference_rows``)."""
-    return {
-        "classes": classes,
-        "preprocess": spec.to_dict(),
-        "uncertain_threshold": uncertain,
-        "ood": ood_reference(read_field(r.path) for r in reference_rows)
-        if reference_rows
-        else None,
-        "training": {
-            "framework": "ultralytics",
-            "weights": pt_path.name,
-            "weights_sha256": sha256_file(pt_path),
-            "args": training_config(pt_path),
-            "run": find_run_config(pt_path),
-        },
-        "data_manifest": split_csv.name,
-        "data_manifest_sha256": sha256_file(split_csv),
-    }
-
-
-def _replace_outputs(
-    out_dir: Path, staged: dict[str, Path], report: dict | None
-) -> dict[str, Path]:
-    """Move staged bundles into ``out_dir``, replacing earlier bundles and fidelity files."""
-    for name in (FP32_BUNDLE, INT8_BUNDLE):
-        shutil.rmtree(out_dir / name, ignore_errors=True)
-    for name in ("fidelity.json", "fidelity.md"):
-        (out_dir / name).unlink(missing_ok=True)
-    bundles = {k: Path(shutil.move(folder, out_dir / folder.name)) for k, folder in staged.items()}
-    if report is not None:
-        (out_dir / "fidelity.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out_dir / "fidelity.md").write_text(to_markdown(report))
-    return bundles
 
 
 def export_yolo_bundle(
@@ -222,45 +122,46 @@ def export_yolo_bundle(
         shutil.move(export_yolo_onnx(pt_path, tmp, imgsz=preprocess.size), models["fp32"])
         classes = json.loads(onnx_metadata(models["fp32"])["names"])
         x_eval = prepare_rows(evaluate, preprocess, f"Preparing {eval_split} fields")
-        y_eval = _class_indices(evaluate, classes)
-        base = {"split": eval_split, "n": len(evaluate)}
-        quantization, report = {"fp32": None}, None
+        y_eval = class_indices(evaluate, classes)
+        calib = sample_rows(train, calib_n, seed)
+        quantization = {"fp32": None}
         if int8:
-            quantization["int8"] = _quantize(
+            quantization["int8"] = quantize_onnx_model(
                 models["fp32"],
                 models["int8"],
-                _sample(train, calib_n, seed),
-                preprocess,
+                prepare_rows(calib, preprocess, "Preparing calibration fields"),
                 seed,
                 per_channel=per_channel,
                 activation=activation,
                 weight=weight,
                 method=method,
             )
-            report = {
-                **base,
-                **fidelity(models["fp32"], models["int8"], x_eval, y_eval),
-                "quantization": quantization["int8"],
-            }
-            report["reference"]["bundle"], report["candidate"]["bundle"] = FP32_BUNDLE, INT8_BUNDLE
-            evaluation = {
-                "fp32": {**base, "accuracy": report["reference"]["accuracy"]},
-                "int8": {**base, "accuracy": report["candidate"]["accuracy"], "fidelity": report},
-            }
-        else:
-            fp32_probs = model_probs(models["fp32"])(x_eval)
-            evaluation = {"fp32": {**base, "accuracy": accuracy(y_eval, fp32_probs)}}
-
-        common = _common_manifest(
+        evaluation, report = evaluate_models(
+            models["fp32"],
+            models.get("int8"),
+            x_eval,
+            y_eval,
+            eval_split,
+            (FP32_BUNDLE, INT8_BUNDLE),
+            quantization.get("int8"),
+        )
+        common = common_manifest(
             pt_path,
             split_csv,
             classes,
             preprocess,
             uncertain_threshold,
-            _sample(train, calib_n, seed),
+            calib,
+            {"framework": "ultralytics", "args": training_config(pt_path)},
         )
         for precision, folder in staged.items():
-            model = _model_entry(models[precision], preprocess, precision, quantization[precision])
+            model = model_entry(models[precision], preprocess, precision, quantization[precision])
             manifest = {"name": f"{run_dir(pt_path).name}-{folder.name}", **common, "model": model}
             write_manifest(folder, {**manifest, "evaluation": evaluation[precision]})
-        return _replace_outputs(out_dir, staged, report)
+        return replace_outputs(
+            out_dir,
+            staged,
+            {"fidelity": report} if report else {},
+            (FP32_BUNDLE, INT8_BUNDLE),
+            ("fidelity",),
+        )

@@ -1,0 +1,86 @@
+"""``leukedge bench``: the benchmarks of ``benchmarks/run_all.py``, from a source checkout.
+
+``benchmarks/`` sits next to the ``leukedge`` package in the repository and is not
+installed with it: this command works from a checkout (``pip install -e .``) and
+says so otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from ..console import console, err_console
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fail(message: str) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _run_all():
+    """The ``benchmarks.run_all`` module of this checkout."""
+    if not (REPO / "benchmarks" / "run_all.py").is_file():
+        _fail(
+            f"no benchmarks/ folder next to the leukedge package ({REPO}): `leukedge bench` "
+            "runs from a source checkout of the repository (git clone, then pip install -e .)"
+        )
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from benchmarks import run_all
+
+    return run_all
+
+
+def bench(
+    quick: bool = typer.Option(
+        False, "--quick", help="Smoke test (about a minute): one thread, few fields, 64 px models."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder [bench/<date>]."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Taleqani data folder [../shared/data/taleqani-all]."
+    ),
+    split_csv: Path | None = typer.Option(
+        None, "--split-csv", help="split.csv whose test rows the accuracy part uses."
+    ),
+    on_device: bool = typer.Option(
+        False, "--on-device", help="Edge packages only: shipped/given bundles, no baselines."
+    ),
+    threads: str | None = typer.Option(
+        None, "--threads", help="Inference thread counts, e.g. 1,2,4 [1,2,4; --quick: 1]."
+    ),
+    models: list[Path] = typer.Option(
+        [], "--model", "-m", help="A trained bundle folder to measure too (repeatable)."
+    ),
+    reference: Path | None = typer.Option(
+        None, "--reference", help="report.json of the reference recipe, shown beside."
+    ),
+) -> None:
+    """Benchmark segmentation, classification latency (with the PyTorch and Keras baselines),
+    the end-to-end pipeline and accuracy on this machine; writes report.md, report.json
+    and plots, and prints the headline table. Works from a source checkout."""
+    run_all = _run_all()
+    try:
+        thread_counts = run_all.parse_threads(threads) if threads else None
+    except ValueError as exc:
+        _fail(str(exc))
+    out = out or run_all.default_out()
+    report = run_all.run(
+        out,
+        quick=quick,
+        data=data or run_all.DEFAULT_DATA,
+        split_csv=split_csv,
+        on_device=on_device,
+        threads=thread_counts,
+        models=models,
+        reference=reference,
+    )
+    for note in report["notes"]:
+        err_console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(run_all.render.headline(report), markup=False, highlight=False)
+    err_console.print(f"report: {out / 'report.md'}")

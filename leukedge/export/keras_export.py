@@ -1,0 +1,241 @@
+"""A trained Keras classifier -> TFLite and ONNX bundles (fp32 and INT8) with fidelity reports.
+
+``export_keras_bundles`` writes, under ``out_dir``, for each format asked for:
+
+- ``keras-tflite-fp32/``, ``keras-tflite-int8/`` (``model.tflite``) and
+  ``keras-onnx-fp32/``, ``keras-onnx-int8/`` (``model.onnx``), each with its
+  ``leukedge.json`` manifest (``leukedge.export.bundles``);
+- ``fidelity-tflite.{json,md}`` and ``fidelity-onnx.{json,md}``: INT8 against
+  fp32 on the evaluation split.
+
+The exported models keep the Keras model's input(s), NHWC float32 scaled as the
+run's ``Preprocess`` says (int8 in the INT8 TFLite model, see
+``leukedge.export.tflite``), and its softmax output. A dual model's manifest
+lists ``"inputs": ["field", "masked"]``, the file's input order. Class names
+are in the manifest, in ONNX ``metadata_props`` (``names``, a JSON list) and in
+TFLite metadata (``leukedge``: JSON with ``names``, ``preprocess``, ``inputs``,
+``output``). Each fp32 file is checked against Keras on the evaluation fields.
+TensorFlow, tf2onnx and onnx are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from leukedge.edge.backends import open_backend
+from leukedge.edge.bundle import write_manifest
+from leukedge.edge.model import input_specs
+from leukedge.edge.preprocess import Preprocess
+from leukedge.training.runs import find_run_config
+from leukedge.training.split import read_split
+
+from .bundles import (
+    DEFAULT_UNCERTAIN_THRESHOLD,
+    class_indices,
+    common_manifest,
+    evaluate_models,
+    model_entry,
+    prepare_rows,
+    quantize_onnx_model,
+    replace_outputs,
+    sample_rows,
+)
+from .fidelity import compare, model_probs
+from .onnx_yolo import ONNX_OPSET, set_metadata
+from .tflite import convert_tflite, set_tflite_metadata
+
+FORMATS = ("tflite", "onnx")
+MODEL_FILES = {"tflite": "model.tflite", "onnx": "model.onnx"}
+METADATA_NAME = "leukedge"
+
+#: Largest accepted |exported fp32 - Keras| probability difference.
+VERIFY_ATOL = 1e-4
+
+
+def bundle_name(fmt: str, precision: str) -> str:
+    return f"keras-{fmt}-{precision}"
+
+
+def export_onnx(model, out_path: Path, metadata: dict[str, str], opset: int = ONNX_OPSET) -> Path:
+    """A Keras model -> fp32 ONNX (tf2onnx) with the Keras input names and ``metadata``."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [tf.TensorSpec(t.shape, tf.float32, name=t.name) for t in model.inputs]
+    fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)
+    set_metadata(proto, metadata)
+    onnx.save(proto, str(out_path))
+    return out_path
+
+
+def _check_input_order(path: Path, names: Sequence[str]) -> None:
+    """Check the file takes the Keras inputs in Keras order (TFLite: serving_default_<name>:0)."""
+    found = open_backend(path).input_names
+    bare = [re.sub(r"^serving_default_|:\d+$", "", n) for n in found]
+    if bare != list(names):
+        raise RuntimeError(f"{path}: inputs {found} do not follow the Keras inputs {list(names)}")
+
+
+def _tflite_models(saved_model: Path, files: dict, calib: dict, meta: dict, seed: int) -> dict:
+    """Write the fp32 (and, with ``calib``, INT8) ``.tflite`` files; returns their quantization."""
+    convert_tflite(saved_model, files["fp32"])
+    quantization = {"fp32": None}
+    if "int8" in files:
+        convert_tflite(saved_model, files["int8"], calib)
+        quantization["int8"] = {
+            "format": "tflite-full-integer",
+            "input": "int8",
+            "output": "int8",
+            "calibration_split": "train",
+            "calibration_n": len(next(iter(calib.values()))),
+            "calibration_seed": seed,
+        }
+    for path in files.values():
+        set_tflite_metadata(path, {METADATA_NAME: json.dumps(meta).encode()})
+    return quantization
+
+
+def _onnx_models(model, files: dict, calib: dict, meta: dict, seed: int, settings) -> dict:
+    """Write the fp32 (and INT8) ``.onnx`` files; returns their quantization."""
+    props = {"names": json.dumps(meta["names"]), "leukedge.output": meta["output"]}
+    props |= {f"leukedge.{k}": json.dumps(meta[k]) for k in ("preprocess", "inputs")}
+    export_onnx(model, files["fp32"], props)
+    quantization = {"fp32": None}
+    if "int8" in files:
+        (x,) = calib.values()  # single-input models only
+        quantization["int8"] = quantize_onnx_model(
+            files["fp32"], files["int8"], x, seed, **settings
+        )
+    return quantization
+
+
+def export_keras_bundles(
+    keras_path: str | Path,
+    out_dir: str | Path,
+    *,
+    split_csv: str | Path,
+    spec: Preprocess,
+    to: Sequence[str] = FORMATS,
+    int8: bool = True,
+    calib_n: int = 300,
+    eval_split: str = "val",
+    uncertain_threshold: float = DEFAULT_UNCERTAIN_THRESHOLD,
+    seed: int = 0,
+    onnx_int8: dict | None = None,
+) -> dict[str, Path]:
+    """Export a ``.keras`` classifier; returns {"tflite-fp32": dir, "tflite-int8": dir, ...}.
+
+    split_csv : the split the model was trained on; ``calib_n`` random train
+        fields (seeded) calibrate INT8, the ``eval_split`` fields evaluate.
+    spec : what the model was trained on (the run record's ``preprocess``).
+    to : formats, "tflite" and/or "onnx". INT8 ONNX takes single-input models
+        only (``quantize_onnx`` calibrates one input).
+    onnx_int8 : ``quantize_onnx`` settings (per_channel, activation, weight, method).
+    Classes are the run record's ``classes``, else the split's labels sorted (as
+    ``train_keras`` numbers them). Bundles and fidelity reports of an earlier
+    Keras export in ``out_dir`` are replaced.
+    """
+    import keras
+
+    keras_path, split_csv, out_dir = Path(keras_path), Path(split_csv), Path(out_dir)
+    if not to or set(to) - set(FORMATS):
+        raise ValueError(f"format(s) {list(to)}: choose from {', '.join(FORMATS)}")
+    model = keras.models.load_model(keras_path, compile=False)
+    names = [t.name for t in model.inputs]
+    specs = input_specs(spec, names)
+    if model.inputs[0].shape[1] != spec.size:
+        raise ValueError(f"{keras_path} takes {model.inputs[0].shape[1]} px, not {spec.size}")
+    if int8 and "onnx" in to and len(names) > 1:
+        raise ValueError("INT8 ONNX of a multi-input model is not supported: use tflite or no int8")
+    rows = read_split(split_csv)
+    evaluate = [r for r in rows if r.split == eval_split]
+    train = [r for r in rows if r.split == "train"]
+    if not evaluate:
+        raise ValueError(f"{split_csv}: no {eval_split} rows to evaluate the export on")
+    if int8 and not train:
+        raise ValueError(f"{split_csv}: no train rows to calibrate INT8 on")
+    record = find_run_config(keras_path) or {}
+    classes = record.get("classes") or sorted({r.label for r in rows})
+    if model.output_shape[-1] != len(classes):
+        raise ValueError(f"{keras_path}: {model.output_shape[-1]} outputs for classes {classes}")
+
+    x_eval = [prepare_rows(evaluate, s, f"Preparing {eval_split} fields") for s in specs]
+    y_eval = class_indices(evaluate, classes)
+    keras_probs = model.predict(x_eval[0] if len(x_eval) == 1 else x_eval, verbose=0)
+    calib_rows = sample_rows(train, calib_n, seed)
+    calib = {
+        name: prepare_rows(calib_rows, s, "Preparing calibration fields")
+        for name, s in zip(names, specs)
+        if int8
+    }
+    common = {
+        **common_manifest(
+            keras_path,
+            split_csv,
+            classes,
+            spec,
+            uncertain_threshold,
+            calib_rows,
+            {"framework": "keras", "arch": record.get("arch")},
+        ),
+        "inputs": names,
+    }
+    meta = {
+        "names": classes,
+        "preprocess": spec.to_dict(),
+        "inputs": names,
+        "output": "probabilities",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tmp = Path(tmp)
+        if "tflite" in to:
+            model.export(str(tmp / "saved_model"), verbose=False)
+        staged, reports = {}, {}
+        for fmt in to:
+            precisions = ("fp32", "int8") if int8 else ("fp32",)
+            folders = {p: tmp / bundle_name(fmt, p) for p in precisions}
+            files = {p: folder / MODEL_FILES[fmt] for p, folder in folders.items()}
+            for folder in folders.values():
+                folder.mkdir()
+            if fmt == "tflite":
+                quantization = _tflite_models(tmp / "saved_model", files, calib, meta, seed)
+            else:
+                quantization = _onnx_models(model, files, calib, meta, seed, onnx_int8 or {})
+            for path in files.values():
+                _check_input_order(path, names)
+            diff = compare(keras_probs, model_probs(files["fp32"])(x_eval))["max_abs_prob_diff"]
+            if diff > VERIFY_ATOL:
+                raise RuntimeError(f"{files['fp32']}: differs from Keras by {diff:.2e}")
+            evaluation, report = evaluate_models(
+                files["fp32"],
+                files.get("int8"),
+                x_eval,
+                y_eval,
+                eval_split,
+                (bundle_name(fmt, "fp32"), bundle_name(fmt, "int8")),
+                quantization.get("int8"),
+            )
+            evaluation["fp32"]["max_abs_prob_diff_vs_keras"] = diff
+            if report is not None:
+                reports[f"fidelity-{fmt}"] = report
+            for precision, folder in folders.items():
+                entry = model_entry(files[precision], spec, precision, quantization[precision])
+                manifest = {"name": f"{keras_path.parent.name}-{folder.name}", **common}
+                manifest = {**manifest, "model": entry, "evaluation": evaluation[precision]}
+                write_manifest(folder, manifest)
+                staged[f"{fmt}-{precision}"] = folder
+        return replace_outputs(
+            out_dir,
+            staged,
+            reports,
+            [bundle_name(f, p) for f in FORMATS for p in ("fp32", "int8")],
+            [f"fidelity-{f}" for f in FORMATS],
+        )

@@ -1,0 +1,269 @@
+"""Keras classifiers trained on exactly what the station feeds them.
+
+Fields are read once into memory. Each training batch is made on the fly from
+the raw fields: the class-balancing flip (``balance_rows`` + ``apply_aug``),
+stain/lamp jitter of the raw field, ``prepare`` (the station's preprocessing),
+then one of the 8 flips/quarter turns (``dihedral``). Every random draw is
+seeded by (seed, epoch, batch), so a resumed run sees the same data as an
+uninterrupted one. Validation fields are prepared once, unaugmented.
+
+For the "mask" input mode and the dual model's "masked" input, each field's
+blast mask is segmented once, on the raw field, and flipped with it.
+
+A run folder holds ``best.keras`` (best validation accuracy), ``last.keras``
+(with optimizer state, for ``resume``), ``history.csv`` and the run record
+``leukedge_train.json``. TensorFlow is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..console import err_console
+from ..edge.imageio import read_field
+from ..edge.model import input_specs
+from ..edge.preprocess import Preprocess, prepare
+from ..edge.segment import segment
+from ..progress import progress_bar
+from .jitter import Jitter, dihedral, jitter
+from .keras_models import DUAL_INPUTS, SINGLE_INPUTS, arch_scaling, build_model
+from .runs import write_run_config
+from .split import Row, apply_aug, balance_rows, read_split
+
+BEST, LAST, HISTORY = "best.keras", "last.keras", "history.csv"
+
+
+def keras_preprocess(arch: str, input_mode: str = "field-wb", seg: str = "robust", size: int = 224):
+    """The ``Preprocess`` a Keras ``arch`` takes: NHWC, scaled as ``arch_scaling`` says."""
+    scale, offset = arch_scaling(arch)
+    return Preprocess(input_mode, seg, size, "NHWC", scale, offset)
+
+
+def _check_preprocess(spec: Preprocess, arch: str, dual: bool) -> None:
+    scale, offset = arch_scaling(arch)
+    if spec.layout != "NHWC" or not (
+        math.isclose(spec.scale, scale) and math.isclose(spec.offset, offset, abs_tol=1e-12)
+    ):
+        raise ValueError(
+            f"{arch} takes NHWC input scaled by {scale:g}, offset {offset:g}; preprocess has "
+            f"layout {spec.layout}, scale {spec.scale:g}, offset {spec.offset:g}"
+        )
+    if dual and spec.input_mode == "mask":
+        raise ValueError("a dual model's first input is the field: use input field or field-wb")
+
+
+class _Fields:
+    """Raw fields (RGB uint8 (H, W, 3)) and, where needed, their blast masks, read once."""
+
+    def __init__(self, rows: Sequence[Row], spec: Preprocess, with_masks: bool):
+        paths = sorted({r.path for r in rows})
+        self.rgb = {p: read_field(p) for p in progress_bar(paths, "Reading fields")}
+        self.mask = (
+            {p: segment(self.rgb[p], mode=spec.segmentation).mask for p in paths}
+            if with_masks
+            else {}
+        )
+
+    def get(self, row: Row) -> tuple[np.ndarray, np.ndarray | None]:
+        """The row's field and mask, flipped as ``row.aug`` says."""
+        mask = self.mask.get(row.path)
+        if mask is not None:
+            mask = apply_aug(mask, row.aug)
+        return apply_aug(self.rgb[row.path], row.aug), mask
+
+
+def _model_x(xs: list[np.ndarray], names: Sequence[str]) -> np.ndarray | dict[str, np.ndarray]:
+    """Keras model input: one array, or a dict by input name for several."""
+    return xs[0] if len(xs) == 1 else dict(zip(names, xs))
+
+
+def _prepare_all(rows, fields: _Fields, specs, names) -> np.ndarray | dict[str, np.ndarray]:
+    """Unaugmented float32 (N, S, S, 3) input(s) for ``rows``."""
+    pairs = [fields.get(r) for r in rows]
+    return _model_x([np.stack([prepare(f, s, m) for f, m in pairs]) for s in specs], names)
+
+
+def _train_batches(rows, fields, specs, names, labels, batch, seed, cfg, epoch):
+    """Endless augmented training batches (input(s), int64 (B,) labels), epoch after epoch
+    from ``epoch``, reshuffled each epoch; draws seeded by (seed, epoch, batch)."""
+    while True:
+        order = np.random.default_rng([seed, epoch]).permutation(len(rows))
+        for i in range(math.ceil(len(rows) / batch)):
+            idx = order[i * batch : (i + 1) * batch]
+            rng = np.random.default_rng([seed, epoch, i])
+            xs = [[] for _ in specs]
+            for j in idx:
+                field, mask = fields.get(rows[j])
+                if cfg is not None:
+                    field = jitter(field, rng, cfg)
+                k = int(rng.integers(8))
+                for x, spec in zip(xs, specs):
+                    x.append(dihedral(prepare(field, spec, mask), k))
+            yield _model_x([np.stack(x) for x in xs], names), labels[idx]
+        epoch += 1
+
+
+def _history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _configure(threads: int | None) -> None:
+    """Set TensorFlow's CPU thread pools (before it first runs) and say where training runs."""
+    import tensorflow as tf
+
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # TensorFlow already runs with other thread pools in this process
+            err_console.print(f"[yellow]TensorFlow is already running: threads={threads} ignored")
+    gpus = tf.config.list_physical_devices("GPU")
+    err_console.print(f"training on {', '.join(g.name for g in gpus) if gpus else 'the CPU'}")
+
+
+def train_keras(
+    split_csv: str | Path,
+    out_dir: str | Path,
+    *,
+    arch: str = "mobilenetv2",
+    spec: Preprocess | None = None,
+    dual: bool = False,
+    epochs: int = 30,
+    batch: int = 32,
+    seed: int = 0,
+    jitter_cfg: Jitter | None = Jitter(),
+    balance: bool = True,
+    threads: int | None = None,
+    weights: str | Path | None = None,
+    freeze: bool = False,
+    bn_momentum: float | None = None,
+    alpha: float = 1.0,
+    lr: float = 1e-3,
+    resume: bool = False,
+    verbose: str | int = "auto",
+) -> Path:
+    """Train a Keras classifier on ``split_csv`` (train rows; val rows select the best
+    epoch) and return the path of ``out_dir/best.keras``.
+
+    spec : the station's preprocessing (default ``keras_preprocess(arch)``); NHWC
+        with the backbone's scale and offset. ``spec.size`` is the input size.
+    dual : the two-input model (``build_model(dual=True)``): inputs "field"
+        (``spec``) and "masked" (the field outside the blast mask blacked out).
+    jitter_cfg : stain/lamp jitter of the raw training fields (None: off).
+    balance : flipped copies of the smaller classes up to the largest, per epoch.
+    threads : TensorFlow CPU threads (default: TensorFlow's choice). The GPU is
+        used when TensorFlow sees one.
+    weights, freeze, bn_momentum, alpha : ``build_model`` settings.
+    resume : continue from ``last.keras`` and ``history.csv`` in ``out_dir``.
+
+    Adam at ``lr``, sparse categorical cross-entropy; class ``i`` is the i-th
+    label of the split in sorted order. Seeded with ``keras.utils.set_random_seed``.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    _configure(threads)
+    import keras
+
+    spec = spec or keras_preprocess(arch)
+    _check_preprocess(spec, arch, dual)
+    split_csv, out_dir = Path(split_csv), Path(out_dir)
+    rows = read_split(split_csv)
+    train = [r for r in rows if r.split == "train"]
+    val = [r for r in rows if r.split == "val"]
+    if not train or not val:
+        raise ValueError(f"{split_csv}: needs train rows and val rows (to pick the best epoch)")
+    classes = sorted({r.label for r in rows})
+    names = DUAL_INPUTS if dual else SINGLE_INPUTS
+    specs = input_specs(spec, names)
+
+    config = {
+        "family": "keras",
+        "arch": arch,
+        "alpha": alpha,
+        "dual": dual,
+        "inputs": list(names),
+        "classes": classes,
+        "preprocess": spec.to_dict(),
+        "jitter": asdict(jitter_cfg) if jitter_cfg else None,
+        "balance": balance,
+        "epochs": epochs,
+        "batch": batch,
+        "seed": seed,
+        "lr": lr,
+        "weights": str(weights) if weights else None,
+        "freeze": freeze,
+        "bn_momentum": bn_momentum,
+    }
+    write_run_config(out_dir, config, split_csv)
+    fields = _Fields(train + val, spec, any(s.input_mode == "mask" for s in specs))
+    x_val = _prepare_all(val, fields, specs, names)
+    y_val = np.array([classes.index(r.label) for r in val], np.int64)
+    train_rows = balance_rows(train, seed) if balance else train
+
+    keras.utils.set_random_seed(seed)
+    history = _history(out_dir / HISTORY) if resume and (out_dir / LAST).is_file() else []
+    if history:
+        model = keras.models.load_model(out_dir / LAST)
+    else:
+        model = build_model(
+            arch,
+            len(classes),
+            spec.size,
+            weights=weights,
+            freeze_backbone=freeze,
+            dual=dual,
+            bn_momentum=bn_momentum,
+            alpha=alpha,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss="sparse_categorical_crossentropy",
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    best_so_far = max((float(h["val_accuracy"]) for h in history), default=None)
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            out_dir / BEST,
+            monitor="val_accuracy",
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
+        ),
+        keras.callbacks.ModelCheckpoint(out_dir / LAST),
+        keras.callbacks.CSVLogger(out_dir / HISTORY, append=bool(history)),
+    ]
+    labels = np.array([classes.index(r.label) for r in train_rows], np.int64)
+    data = _train_batches(
+        train_rows, fields, specs, names, labels, batch, seed, jitter_cfg, len(history)
+    )
+    if len(history) < epochs:
+        model.fit(
+            data,
+            steps_per_epoch=math.ceil(len(train_rows) / batch),
+            shuffle=False,  # the batches are shuffled, seeded, by _train_batches
+            validation_data=(x_val, y_val),
+            epochs=epochs,
+            initial_epoch=len(history),
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    history = _history(out_dir / HISTORY)
+    best = max(range(len(history)), key=lambda i: float(history[i]["val_accuracy"]))
+    result = {
+        "epochs_done": len(history),
+        "best_epoch": best + 1,
+        "best_val_accuracy": float(history[best]["val_accuracy"]),
+        "val_n": len(val),
+        "train_n": len(train_rows),
+    }
+    write_run_config(out_dir, {**config, "result": result}, split_csv)
+    return out_dir / BEST
