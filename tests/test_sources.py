@@ -145,14 +145,50 @@ def test_picamera2_missing_camera_or_library_is_an_error_frame():
     def no_camera(num):
         raise IndexError("list index out of range")
 
-    (frame,) = _bounded(open_source("picamera2", camera_factory=no_camera))
-    assert frame.rgb is None and "camera not found" in frame.error
+    source = open_source("picamera2", camera_factory=no_camera, tries=1)
+    (frame,) = _bounded(source)
+    assert frame.rgb is None and "camera not found" in frame.error and source.failed
     if "picamera2" not in sys.modules:
         try:
             import picamera2  # noqa: F401
         except ImportError:
             (frame,) = _bounded(open_source("picamera2"))
             assert "--system-site-packages" in frame.error
+
+
+def test_picamera2_that_disappears_is_reopened_with_backoff_and_keeps_its_settings():
+    FakePicamera2.instances.clear()
+    opened = []
+
+    def flaky(num):
+        opened.append(time.monotonic())
+        if len(opened) == 2:
+            raise RuntimeError("camera busy")
+        cam = FakePicamera2(num)
+        if len(opened) == 1:  # the first camera dies after one frame
+            real, taken = cam.capture_array, []
+
+            def capture():
+                taken.append(1)
+                if len(taken) > 1:
+                    raise RuntimeError("camera unplugged")
+                return real()
+
+            cam.capture_array = capture
+        return cam
+
+    source = open_source("picamera2", count=3, settle=0, size=8, backoff=0.05, camera_factory=flaky)
+    frames = _bounded(source)
+    good = [f for f in frames if f.error is None]
+    errors = [f.error for f in frames if f.error]
+    assert [f.source_id for f in good] == ["picamera2:0#0", "picamera2:0#1", "picamera2:0#2"]
+    assert len(errors) == 2 and "camera failed" in errors[0] and "camera not found" in errors[1]
+    assert "retrying in 0.05 s" in errors[0] and "retrying in 0.1 s" in errors[1]
+    assert opened[2] - opened[1] >= 0.09  # the back-off doubled
+    assert not source.failed
+    first, last = FakePicamera2.instances[0], FakePicamera2.instances[-1]
+    assert ("set_controls", source.locked_controls) in last.calls
+    assert [c[0] for c in first.calls][-2:] == ["stop", "close"]
 
 
 def test_edge_imports_stay_light():

@@ -98,6 +98,12 @@ class Source(ABC):
         self.close()
 
 
+def backoff_delay(failures: int, base: float, cap: float) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row: ``base * 2**(failures-1)``,
+    at most ``cap``."""
+    return min(base * 2 ** (failures - 1), cap)
+
+
 def as_size(value: int | Sequence[int] | None) -> tuple[int, int] | None:
     """A (width, height) pair from an int (square), a pair or None."""
     if value is None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import cv2
 
-from .base import Frame, Source, as_size
+from .base import Frame, Source, as_size, backoff_delay
 
 
 def _rgb(bgr) -> Any:
@@ -76,7 +76,7 @@ class UsbSource(Source):
                         "giving up (check the cable and that /dev/video* exists)",
                     )
                     return
-                delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
+                delay = backoff_delay(failures, self.backoff, self.max_backoff)
                 yield Frame(
                     f"{name}#{n}",
                     error=f"{name}: no frame from the camera (failure {failures}/{self.tries}); "

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Frame, Source, as_size
+from .base import Frame, Source, as_size, backoff_delay
 
 
 def _picamera2_class() -> Callable[[int], Any]:
@@ -23,7 +23,11 @@ class Picamera2Source(Source):
     and white balance, the measured ExposureTime, AnalogueGain and ColourGains
     are fixed (AeEnable and AwbEnable off; kept in ``locked_controls``) so all
     fields of a slide are comparable. ``count`` frames (None: until stopped),
-    ``interval`` seconds apart. ``camera_factory`` replaces ``Picamera2`` (tests).
+    ``interval`` seconds apart. A camera that is missing or fails is closed and
+    reopened after a back-off (as for ``UsbSource``; each failure is an error
+    frame) and keeps the locked settings; after ``tries`` failures in a row a
+    final error frame ends the stream and sets ``failed``. ``camera_factory``
+    replaces ``Picamera2`` (tests).
     """
 
     def __init__(
@@ -34,11 +38,15 @@ class Picamera2Source(Source):
         settle: float = 1.0,
         count: int | None = None,
         interval: float = 0.0,
+        tries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
         camera_factory: Callable[[int], Any] | None = None,
     ):
         super().__init__()
         self.camera, self.size, self.settle = camera, as_size(size), settle
         self.count, self.interval = count, interval
+        self.tries, self.backoff, self.max_backoff = tries, backoff, max_backoff
         self.camera_factory = camera_factory
         self.locked_controls: dict[str, Any] | None = None
 
@@ -53,41 +61,64 @@ class Picamera2Source(Source):
         }
         cam.set_controls(self.locked_controls)
 
-    def _generate(self) -> Iterator[Frame]:
-        name = f"picamera2:{self.camera}"
-        try:
-            cam = (self.camera_factory or _picamera2_class())(self.camera)
-        except ImportError as exc:
-            self.failed = True
-            yield Frame(
-                f"{name}#0",
-                error=f"{name}: picamera2 is not importable ({exc}); install python3-picamera2 "
-                "with apt and use a venv made with --system-site-packages",
-            )
-            return
-        except Exception as exc:  # picamera2 raises IndexError/RuntimeError for no camera
-            self.failed = True
-            yield Frame(f"{name}#0", error=f"{name}: camera not found or busy ({exc})")
-            return
-        n = 0
-        try:
-            cam.configure(
-                cam.create_still_configuration(main={"size": self.size, "format": "RGB888"})
-            )
-            cam.start()
+    def _capture(self, cam: Any, name: str, n: int) -> Iterator[Frame]:
+        """Configure and start ``cam``, lock exposure (once per source), yield frames from ``n``."""
+        cam.configure(cam.create_still_configuration(main={"size": self.size, "format": "RGB888"}))
+        cam.start()
+        if self.locked_controls is None:
             if self.wait(self.settle):
                 return
             self._lock(cam)
-            while not self.stopping and (self.count is None or n < self.count):
-                pixels = cam.capture_array()  # "RGB888" is B, G, R in memory
-                yield Frame(f"{name}#{n}", rgb=np.ascontiguousarray(pixels[..., 2::-1]))
-                n += 1
-                self.wait(self.interval)
-        except Exception as exc:
-            self.failed = True
-            yield Frame(f"{name}#{n}", error=f"{name}: camera failed ({exc})")
-        finally:
+        else:  # a reopened camera keeps the slide's exposure and white balance
+            cam.set_controls(self.locked_controls)
+        while not self.stopping and (self.count is None or n < self.count):
+            pixels = cam.capture_array()  # "RGB888" is B, G, R in memory
+            yield Frame(f"{name}#{n}", rgb=np.ascontiguousarray(pixels[..., 2::-1]))
+            n += 1
+            self.wait(self.interval)
+
+    def _generate(self) -> Iterator[Frame]:
+        name = f"picamera2:{self.camera}"
+        failures, n = 0, 0
+        while not self.stopping and (self.count is None or n < self.count):
             try:
-                cam.stop()
-            finally:
-                cam.close()
+                cam = (self.camera_factory or _picamera2_class())(self.camera)
+            except ImportError as exc:
+                self.failed = True
+                yield Frame(
+                    f"{name}#{n}",
+                    error=f"{name}: picamera2 is not importable ({exc}); install "
+                    "python3-picamera2 with apt and use a venv made with --system-site-packages",
+                )
+                return
+            except Exception as exc:  # picamera2 raises IndexError/RuntimeError for no camera
+                problem = f"camera not found or busy ({exc})"
+            else:
+                problem = None
+                try:
+                    for frame in self._capture(cam, name, n):
+                        failures, n = 0, n + 1
+                        yield frame
+                except Exception as exc:
+                    problem = f"camera failed ({exc})"
+                finally:
+                    try:
+                        cam.stop()
+                    finally:
+                        cam.close()
+            if problem is None:
+                return
+            failures += 1
+            if failures >= self.tries:
+                self.failed = True
+                yield Frame(
+                    f"{name}#{n}", error=f"{name}: {problem}; giving up after {failures} tries"
+                )
+                return
+            delay = backoff_delay(failures, self.backoff, self.max_backoff)
+            yield Frame(
+                f"{name}#{n}",
+                error=f"{name}: {problem} (failure {failures}/{self.tries}); "
+                f"retrying in {delay:g} s",
+            )
+            self.wait(delay)
