@@ -41,9 +41,11 @@ def bench(
     quick: bool = typer.Option(
         False, "--quick", help="Smoke test (about a minute): one thread, few fields, 64 px models."
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Report folder [bench/<date>]."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Report folder (default: bench/<date>)."
+    ),
     data: Path | None = typer.Option(
-        None, "--data", help="Taleqani data folder [../shared/data/taleqani-all]."
+        None, "--data", help="Taleqani data folder (default: ../shared/data/taleqani-all)."
     ),
     split_csv: Path | None = typer.Option(
         None, "--split-csv", help="split.csv whose test rows the accuracy part uses."
@@ -52,7 +54,7 @@ def bench(
         False, "--on-device", help="Edge packages only: shipped/given bundles, no baselines."
     ),
     threads: str | None = typer.Option(
-        None, "--threads", help="Inference thread counts, e.g. 1,2,4 [1,2,4; --quick: 1]."
+        None, "--threads", help="Inference thread counts (default: 1,2,4; --quick: 1)."
     ),
     models: list[Path] = typer.Option(
         [], "--model", "-m", help="A trained bundle folder to measure too (repeatable)."

@@ -1,0 +1,125 @@
+"""The models a benchmark measures: shipped bundles, bundles given on the command line
+and architecture-only (untrained) models built on the fly by ``benchmarks.build``.
+
+Each model is a record (a dict): ``name``, ``arch`` (architecture), ``model`` (its
+display name), ``format``, ``precision``, ``backend``, ``bundle``, ``file``,
+``size_bytes``, ``input_size``, ``source`` ("shipped", "given" or
+"architecture-only") and ``trained``. Baselines (what a user would run instead) are
+records with ``framework`` ("pytorch" or "keras"), ``arch``, ``model``, ``file``,
+``size_bytes``, ``input_size`` and ``preprocess``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from leukedge.edge.backends import FORMAT_BACKEND, available_backends
+from leukedge.edge.bundle import MANIFEST, read_manifest
+from leukedge.edge.model import MODELS_DIR
+
+from .spawn import SpawnError, run_module
+
+#: Builders: architecture -> (packages they need, seconds allowed).
+BUILDERS = {
+    "yolo11n-cls": (("torch", "ultralytics"), 600),
+    "mobilenetv2": (("tensorflow",), 900),
+}
+
+
+def arch_of(manifest: dict) -> str:
+    """The architecture a bundle was trained from (Ultralytics' ``model`` argument, the
+    Keras run's ``arch``), else the bundle's name."""
+    training = manifest.get("training") or {}
+    arch = (training.get("args") or {}).get("model") or training.get("arch")
+    return Path(str(arch)).stem if arch else manifest.get("name", "model")
+
+
+def bundle_record(
+    bundle: str | Path, source: str, trained: bool, arch: str | None = None, model: str = ""
+) -> dict:
+    """The record of a bundle folder (see the module docstring)."""
+    bundle = Path(bundle).resolve()
+    manifest = read_manifest(bundle)
+    file = bundle / manifest["model"]["file"]
+    arch = arch or arch_of(manifest)
+    return {
+        "name": manifest.get("name", bundle.name),
+        "arch": arch,
+        "model": model or arch,
+        "format": file.suffix.lstrip("."),
+        "precision": manifest["model"].get("precision", "fp32"),
+        "backend": FORMAT_BACKEND.get(file.suffix.lower(), "unknown"),
+        "bundle": str(bundle),
+        "file": str(file),
+        "size_bytes": file.stat().st_size,
+        "input_size": int(manifest["preprocess"].get("size", 224)),
+        "source": source,
+        "trained": trained,
+    }
+
+
+def shipped_bundles() -> list[Path]:
+    """Bundle folders shipped in ``leukedge/models``."""
+    return sorted(p.parent for p in MODELS_DIR.glob(f"*/{MANIFEST}"))
+
+
+def build(work: Path, quick: bool, split_csv: Path) -> dict[str, dict]:
+    """Build every architecture of ``BUILDERS`` whose packages are installed, side by side
+    in child processes: arch -> the builder's result, or ``{"error": why}``."""
+
+    def one(arch: str) -> dict:
+        packages, timeout = BUILDERS[arch]
+        if missing := [p for p in packages if importlib.util.find_spec(p) is None]:
+            return {"error": f"{', '.join(missing)} not installed"}
+        payload = {
+            "arch": arch,
+            "out": str(work / "models" / arch),
+            "size": 64 if quick else 224,
+            "quick": quick,
+            "split_csv": str(split_csv),
+        }
+        try:
+            return run_module("build", payload, timeout)
+        except SpawnError as exc:
+            return {"error": str(exc)}
+
+    with ThreadPoolExecutor(len(BUILDERS)) as pool:
+        return dict(zip(BUILDERS, pool.map(one, BUILDERS)))
+
+
+def collect(
+    work: Path, *, quick: bool, on_device: bool, given: list[Path], split_csv: Path
+) -> dict:
+    """Every model to measure: ``{"models": [...], "baselines": [...], "notes": [...]}``.
+
+    Unless ``on_device``, every architecture of ``BUILDERS`` is built untrained under
+    ``work`` (``quick``: at 64 px, a tiny CNN standing in for MobileNetV2; the ``split_csv``
+    train fields calibrate INT8) for its PyTorch/Keras baseline, and its bundles are
+    measured when no shipped bundle has that architecture.
+    """
+    models = [bundle_record(b, "shipped", True) for b in shipped_bundles()]
+    baselines, notes = [], []
+    if not models:
+        notes.append("no model bundle is shipped in leukedge/models")
+    models += [bundle_record(b, "given", True) for b in given]
+    if on_device:
+        notes.append(
+            "on-device run: only shipped and given bundles; nothing needing torch, "
+            "TensorFlow or the exporters (architecture-only models, PyTorch/Keras baselines)"
+        )
+    else:
+        shipped_archs = {m["arch"] for m in models if m["source"] == "shipped"}
+        for arch, built in build(work, quick, split_csv).items():
+            if "error" in built:
+                notes.append(f"{arch}: not built, {built['error']}")
+                continue
+            models += [m for m in built["models"] if m["arch"] not in shipped_archs]
+            baselines += built["baselines"]
+            notes += built["notes"]
+    usable = available_backends()
+    for m in [m for m in models if m["backend"] not in usable]:
+        notes.append(f"{m['name']}: skipped, the {m['backend']} backend is not installed")
+        models.remove(m)
+    return {"models": models, "baselines": baselines, "notes": notes}

@@ -1,0 +1,203 @@
+"""Every benchmark in one run, on the machine it runs on.
+
+    python -m benchmarks.run_all [--quick] [--out DIR] [--data DIR] [--split-csv F]
+        [--on-device] [--threads 1,2,4] [--model BUNDLE ...] [--reference JSON]
+
+``leukedge bench`` runs this from a source checkout (``benchmarks/`` is not part of
+the installed package). Parts: segmentation (``benchmarks.segmentation``),
+classification latency with the PyTorch and Keras baselines (``latency``), end to end
+(``end_to_end``), accuracy and robustness of trained bundles (``accuracy``) and the
+machine facts (``machine``). Writes ``report.md``, ``report.json`` (its JSON Schema:
+``benchmarks/schema.json``), ``latency.png``, ``accuracy_size.png``, and the
+``segmentation/`` and ``accuracy/<model>/`` reports to ``--out`` (default
+``bench/<date>``), and prints the headline table. ``--quick`` (about a minute, for CI)
+runs one thread, a few fields and 64 px models: a smoke test, not figures to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from leukedge.edge.imageio import write_field
+from leukedge.edge.synth import synth_field, write_synth_dataset
+from leukedge.training.datasets import find_dataset
+from leukedge.training.split import make_split
+
+from . import accuracy, end_to_end, latency, plots, render, segmentation
+from .machine import machine_facts
+from .models import collect
+
+#: Plots and the per-model accuracy reports need matplotlib (not in the edge extra).
+HAVE_PLOTS = importlib.util.find_spec("matplotlib") is not None
+SCHEMA_VERSION = 1
+DEFAULT_DATA = segmentation.DEFAULT_DATA
+
+
+def default_out() -> Path:
+    return Path("bench") / datetime.date.today().isoformat()
+
+
+def calibration_split(work: Path, quick: bool) -> Path:
+    """A split of generated fields (train: INT8 calibration, val: export checks)."""
+    write_synth_dataset(work / "synth", 4 if quick else 16)
+    make_split(find_dataset(work / "synth"), work / "synth", ratios=(0.5, 0.5, 0.0))
+    return work / "synth" / "split.csv"
+
+
+def latency_field(data: Path, work: Path) -> Path:
+    """The 224 px field file the latency workers classify: the data folder's first field,
+    else a generated one."""
+    found = sorted((data / "Original").glob("*/*.jpg"))[:1]
+    if found:
+        return found[0]
+    path = work / "field.png"
+    write_field(path, synth_field("Pre", seed=0)[0])
+    return path
+
+
+def _accuracy(models, data, split_csv, out: Path, quick: bool, reference) -> dict:
+    trained = [m for m in models if m["trained"]]
+    if not trained:
+        return {"skipped": "no trained model (shipped, or given with --model): accuracy skipped"}
+    if split_csv is None and not data.is_dir():
+        return {"skipped": f"no data folder ({data}) or --split-csv: accuracy skipped"}
+    rows = accuracy.split_test_rows(data, split_csv, out / "split", quick)
+    if not rows:
+        return {"skipped": "the split has no test fields: accuracy skipped"}
+    result = accuracy.run(
+        trained, rows, out / "accuracy", quick=quick, reference=reference, reports=HAVE_PLOTS
+    )
+    result["source"] = str(split_csv or data)
+    return result
+
+
+def run(
+    out: Path,
+    *,
+    quick: bool = False,
+    data: Path = DEFAULT_DATA,
+    split_csv: Path | None = None,
+    on_device: bool = False,
+    threads: list[int] | None = None,
+    models: Sequence[Path] = (),
+    reference: Path | None = None,
+) -> dict:
+    """Run every benchmark and write the report to ``out``; returns ``report.json``'s dict."""
+    t0 = time.perf_counter()
+    out, data = Path(out), Path(data)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    threads = threads or ([1] if quick else [1, 2, 4])
+    ref = None
+    if reference is not None:
+        ref = {"name": Path(reference).stem, **json.loads(Path(reference).read_text())}
+    report: dict = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "quick": quick,
+        "on_device": on_device,
+        "settings": {
+            "threads": threads,
+            "data": str(data),
+            "split_csv": str(split_csv) if split_csv else None,
+            "opencv_threads": "1 for segmentation and end to end; the row's count in latency",
+        },
+        "machine": machine_facts(),
+        "notes": [] if HAVE_PLOTS else ["matplotlib is not installed: no plots"],
+    }
+    seconds: dict[str, float] = {}
+
+    def timed(part: str, fn, *args, **kwargs):
+        t = time.perf_counter()
+        result = fn(*args, **kwargs)
+        seconds[part] = time.perf_counter() - t
+        return result
+
+    report["segmentation"] = timed(
+        "segmentation", segmentation.run, data, quick, out / "segmentation"
+    )
+    split = calibration_split(work, quick)
+    zoo = timed(
+        "models",
+        collect,
+        work,
+        quick=quick,
+        on_device=on_device,
+        given=list(models),
+        split_csv=split,
+    )
+    report["notes"] += zoo["notes"]
+    report["models"], report["baselines"] = zoo["models"], zoo["baselines"]
+    field = str(latency_field(data, work))
+    report["latency"] = timed("latency", latency.run, zoo, threads, field, quick)
+    report["end_to_end"] = timed("end_to_end", end_to_end.run, zoo["models"], data, quick)
+    report["accuracy"] = timed(
+        "accuracy", _accuracy, zoo["models"], data, split_csv, out, quick, ref
+    )
+    if "skipped" in report["accuracy"]:
+        report["notes"].append(report["accuracy"]["skipped"])
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["machine"]["load_average_end"] = load
+    report["part_seconds"] = seconds
+    report["seconds"] = time.perf_counter() - t0
+    write(report, out)
+    return report
+
+
+def write(report: dict, out: Path) -> None:
+    """``report.json``, ``report.md`` and the plots."""
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(render.markdown(report))
+    if not HAVE_PLOTS:
+        return
+    if report["latency"]["rows"]:
+        plots.latency_plot(report["latency"]["rows"], out / "latency.png")
+    if report["accuracy"].get("models"):
+        plots.accuracy_size_plot(
+            report["accuracy"]["models"],
+            report["accuracy"].get("reference"),
+            out / "accuracy_size.png",
+        )
+
+
+def parse_threads(text: str) -> list[int]:
+    threads = [int(t) for t in text.split(",") if t.strip()]
+    if not threads or min(threads) < 1:
+        raise ValueError(f"--threads {text!r}: give positive counts such as 1,2,4")
+    return threads
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke test: about a minute")
+    parser.add_argument("--out", type=Path, default=None, help="report folder [bench/<date>]")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Taleqani data folder")
+    parser.add_argument("--split-csv", type=Path, default=None, help="split.csv: its test rows")
+    parser.add_argument("--on-device", action="store_true", help="edge packages only")
+    parser.add_argument("--threads", type=parse_threads, default=None, help="e.g. 1,2,4")
+    parser.add_argument("--model", action="append", type=Path, default=[], help="a trained bundle")
+    parser.add_argument("--reference", type=Path, default=None, help="reference report.json")
+    args = parser.parse_args(argv)
+    report = run(
+        args.out or default_out(),
+        quick=args.quick,
+        data=args.data,
+        split_csv=args.split_csv,
+        on_device=args.on_device,
+        threads=args.threads,
+        models=args.model,
+        reference=args.reference,
+    )
+    print(render.headline(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
