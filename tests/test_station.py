@@ -186,9 +186,7 @@ def test_sigkill_then_restart_loses_and_duplicates_nothing(tiny_bundle, tmp_path
     assert 0 < done_before < n, "the run should be killed mid-way"
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     with sqlite3.connect(db_path) as db:
-        rows = db.execute(
-            "select source_id, image_sha256 from results where slide='K'"
-        ).fetchall()
+        rows = db.execute("select source_id, image_sha256 from results where slide='K'").fetchall()
         assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
     assert len(rows) == n
     assert len(set(rows)) == n
