@@ -235,7 +235,10 @@ def test_loader_matches_keras(trained, work):
 def test_resume_and_cli(trained, work, tmp_path):
     """`leukedge train keras --resume` on a finished run trains nothing and keeps its record;
     `leukedge export` takes a Keras run folder."""
+    from test_train_cli import check_report
+
     from leukedge.cli import app
+    from leukedge.training.keras_train import keras_predictor
     from leukedge.training.runs import find_run_config
 
     run = shutil.copytree(work / "run", tmp_path / "run")
@@ -246,6 +249,7 @@ def test_resume_and_cli(trained, work, tmp_path):
     assert res.exit_code == 0, res.output
     assert find_run_config(run)["result"]["epochs_done"] == 1
     assert sha256_file(run / "best.keras") == sha256_file(trained["best"])
+    check_report(run / "report-val", keras_predictor(run / "best.keras")[2])
 
     res = runner.invoke(app, ["export", str(run), "--to", "onnx", "--no-int8"])
     assert res.exit_code == 0, res.output

@@ -48,46 +48,6 @@ def _bundle_predictor(model: str, backend: str, threads: int | None):
     return m.name, list(m.classes), predict
 
 
-def _yolo_predictor(pt: Path, threads: int | None):
-    """(name, classes, predict) for an Ultralytics checkpoint, fed exactly what the station
-    feeds its bundle: ``prepare`` with the run's recorded preprocessing (``leukedge_train.json``),
-    else the whole field at the checkpoint's training size."""
-    import numpy as np
-
-    from ..edge.model import _softmax
-    from ..edge.preprocess import Preprocess, prepare
-    from ..offline import ensure_offline
-    from ..training.runs import find_run_config
-
-    ensure_offline()
-    import torch
-    from ultralytics import YOLO
-
-    if threads:
-        torch.set_num_threads(threads)
-    yolo = YOLO(str(pt))
-    net = yolo.model.float().eval()
-    classes = [yolo.names[i] for i in sorted(yolo.names)]
-    config = find_run_config(pt) or {}
-    if "preprocess" in config:
-        spec = Preprocess.from_dict(config["preprocess"])
-    else:
-        size = int((yolo.ckpt or {}).get("train_args", {}).get("imgsz", 224))
-        spec = Preprocess(input_mode="field", size=size)
-    err_console.print(f"{pt}: preprocessing {spec}")
-
-    def predict(fields: list[np.ndarray]) -> np.ndarray:
-        x = torch.from_numpy(np.stack([prepare(f, spec) for f in fields]))
-        with torch.inference_mode():
-            out = net(x)
-        p = (out[0] if isinstance(out, (list, tuple)) else out).float().numpy()
-        is_probs = (p >= 0).all() and np.allclose(p.sum(axis=1), 1, atol=1e-3)
-        return p if is_probs else _softmax(p)
-
-    name = next(d.name for d in pt.resolve().parents if d.name not in ("weights", "train"))
-    return name, classes, predict
-
-
 def _items(data: Path | None, split_csv: Path | None, split: str, scheme: str | None, classes):
     """(path, label) items: the ``split`` rows of ``split_csv``, else every field of ``data``."""
     if split_csv is not None:
@@ -177,7 +137,9 @@ def evaluate(
 
     pt = _checkpoint(model)
     if pt is not None:
-        name, model_classes, predict = _yolo_predictor(pt, threads)
+        from ..training.yolo import yolo_predictor
+
+        name, model_classes, predict = yolo_predictor(pt, threads)
     else:
         name, model_classes, predict = _bundle_predictor(model, backend, threads)
     items = _items(data, split_csv, split, classes, model_classes)

@@ -13,6 +13,22 @@ app = typer.Typer(help="Train classifiers (offline: nothing is downloaded).", no
 INPUT_HELP = "Model input: field, field-wb (white-balanced field) or mask (reference notebook)."
 
 
+def report_run(predictor, split_csv: Path, out: Path) -> None:
+    """Evaluate a finished run on its val and test splits (``out/report-<split>/``) and
+    print the headline figures."""
+    from ..training.report import report_splits
+
+    name, classes, predict = predictor
+    for split, result in report_splits(predict, classes, split_csv, out, name).items():
+        worst = result["worst_shift"]
+        line = f"{split}: accuracy {result['clean']['accuracy']:.4f}"
+        if worst:
+            line += f", worst shift {worst} {result['shifts'][worst]['accuracy']:.4f}"
+        if "shortcut" in result:
+            line += f", shortcut audit {result['shortcut']['accuracy']:.4f} (lower is better)"
+        err_console.print(f"{line}  -> {out / f'report-{split}' / 'report.md'}")
+
+
 def split_for(run_dir: Path, split_csv: Path | None, data: Path | None, classes: str, seed: int):
     """The split.csv to train on: the given one, or a new leak-safe split of ``data``."""
     if split_csv is not None:
@@ -104,6 +120,9 @@ def yolo(
         resume=resume,
     )
     err_console.print(f"best weights: {best}")
+    from ..training.yolo import yolo_predictor
+
+    report_run(yolo_predictor(best, threads), split_csv, out)
 
 
 @app.command()
@@ -138,7 +157,8 @@ def keras(
     threads: int = typer.Option(None, help="TensorFlow CPU threads (default: its own choice)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
 ) -> None:
-    """Train a Keras classifier (reference notebook head) on what the station sees."""
+    """Train a Keras classifier (reference notebook head) on what the station sees, then
+    evaluate it on the val and test splits."""
     from ..training.jitter import Jitter
     from ..training.keras_train import keras_preprocess, train_keras
 
@@ -168,3 +188,6 @@ def keras(
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     err_console.print(f"best model: {best}")
+    from ..training.keras_train import keras_predictor
+
+    report_run(keras_predictor(best), split_csv, out)

@@ -267,3 +267,26 @@ def train_keras(
     }
     write_run_config(out_dir, {**config, "result": result}, split_csv)
     return out_dir / BEST
+
+
+def keras_predictor(keras_path: str | Path):
+    """(name, classes, predict) for a trained ``.keras`` model of a ``train_keras`` run:
+    ``predict(fields: list of RGB uint8 (H, W, 3)) -> float32 (N, C)`` through the run's
+    recorded preprocessing and inputs."""
+    import keras
+
+    from .runs import find_run_config
+
+    keras_path = Path(keras_path)
+    config = find_run_config(keras_path)
+    if config is None:
+        raise ValueError(f"{keras_path}: no leukedge_train.json run record beside it")
+    names = config.get("inputs", list(SINGLE_INPUTS))
+    specs = input_specs(Preprocess.from_dict(config["preprocess"]), names)
+    model = keras.models.load_model(keras_path)
+
+    def predict(fields: list[np.ndarray]) -> np.ndarray:
+        xs = [np.stack([prepare(f, s) for f in fields]) for s in specs]
+        return np.asarray(model.predict(_model_x(xs, names), verbose=0), np.float32)
+
+    return keras_path.parent.name, list(config["classes"]), predict

@@ -20,6 +20,7 @@ from ..edge.imageio import FieldError, read_field
 from ..edge.shifts import SHIFTS, paint_out_cells
 from ..progress import progress_bar
 from .metrics import N_BOOTSTRAP, summarize
+from .split import read_split
 
 #: predict(list of RGB uint8 (H, W, 3) fields) -> float (N, C) probabilities.
 Predict = Callable[[list[np.ndarray]], np.ndarray]
@@ -353,3 +354,15 @@ def write_report(
         plot(fig, result)
         fig.savefig(out_dir / name, dpi=120)
     return out_dir
+
+
+def report_splits(predict, classes, split_csv, out_dir, title: str, splits=("val", "test")) -> dict:
+    """Evaluate ``predict`` on each split of ``split_csv`` present and write
+    ``out_dir/report-<split>/``; returns {split: result}."""
+    results = {}
+    for split in splits:
+        rows = read_split(split_csv, split)
+        if rows:
+            results[split] = evaluate(predict, [(r.path, r.label) for r in rows], classes)
+            write_report(results[split], Path(out_dir) / f"report-{split}", f"{title} ({split})")
+    return results

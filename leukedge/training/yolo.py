@@ -248,3 +248,44 @@ def train_yolo(
         torch_utils.NUM_THREADS = saved[0]
         torch.set_num_threads(saved[1])
     return Path(model.trainer.best)
+
+
+def yolo_predictor(pt: str | Path, threads: int | None = None):
+    """(name, classes, predict) for an Ultralytics checkpoint.
+
+    ``predict(fields: list of RGB uint8 (H, W, 3)) -> float32 (N, C)`` feeds the
+    network exactly what the station feeds its bundle: ``prepare`` with the run's
+    recorded preprocessing (``leukedge_train.json``), else the whole field at the
+    checkpoint's training size.
+    """
+    from leukedge.edge.model import _softmax
+    from leukedge.edge.preprocess import Preprocess, prepare
+    from leukedge.training.runs import find_run_config
+
+    ensure_offline()
+    import torch
+    from ultralytics import YOLO
+
+    if threads:
+        torch.set_num_threads(threads)
+    pt = Path(pt)
+    yolo = YOLO(str(pt))
+    net = yolo.model.float().eval()
+    classes = [yolo.names[i] for i in sorted(yolo.names)]
+    config = find_run_config(pt) or {}
+    if "preprocess" in config:
+        spec = Preprocess.from_dict(config["preprocess"])
+    else:
+        size = int((yolo.ckpt or {}).get("train_args", {}).get("imgsz", 224))
+        spec = Preprocess(input_mode="field", size=size)
+
+    def predict(fields: list[np.ndarray]) -> np.ndarray:
+        x = torch.from_numpy(np.stack([prepare(f, spec) for f in fields]))
+        with torch.inference_mode():
+            out = net(x)
+        p = (out[0] if isinstance(out, (list, tuple)) else out).float().numpy()
+        is_probs = (p >= 0).all() and np.allclose(p.sum(axis=1), 1, atol=1e-3)
+        return p if is_probs else _softmax(p)
+
+    name = next(d.name for d in pt.resolve().parents if d.name not in ("weights", "train"))
+    return name, classes, predict
