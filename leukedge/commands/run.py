@@ -156,8 +156,6 @@ def run(
     finally:
         log.end_slide(slide_id)
     summary = tally.summary()
-    if json_lines:
-        print(json.dumps({"summary": summary}), flush=True)
     _print_summary(summary)
     if src.failed:
         raise typer.Exit(1)
