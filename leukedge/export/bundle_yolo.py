@@ -20,13 +20,13 @@ from pathlib import Path
 
 from leukedge.edge.bundle import write_manifest
 from leukedge.edge.preprocess import Preprocess
-from leukedge.training.split import read_split
 
 from .bundles import (
     DEFAULT_UNCERTAIN_THRESHOLD,
     class_indices,
     common_manifest,
     evaluate_models,
+    export_rows,
     model_entry,
     onnx_metadata,
     prepare_rows,
@@ -103,13 +103,7 @@ def export_yolo_bundle(
     """
     _check_preprocess(preprocess)
     pt_path, split_csv, out_dir = Path(pt_path), Path(split_csv), Path(out_dir)
-    rows = read_split(split_csv)
-    evaluate = [r for r in rows if r.split == eval_split]
-    train = [r for r in rows if r.split == "train"]
-    if not evaluate:
-        raise ValueError(f"{split_csv}: no {eval_split} rows to evaluate the export on")
-    if int8 and not train:
-        raise ValueError(f"{split_csv}: no train rows to calibrate INT8 on")
+    evaluate, train = export_rows(split_csv, eval_split, int8)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:

@@ -25,7 +25,7 @@ from leukedge.edge.preprocess import Preprocess, prepare
 from leukedge.progress import progress_bar
 from leukedge.training.metrics import accuracy
 from leukedge.training.runs import find_run_config
-from leukedge.training.split import Row
+from leukedge.training.split import Row, read_split
 
 from .fidelity import fidelity, model_probs, to_markdown
 from .quantize_onnx import quantize_onnx
@@ -36,6 +36,18 @@ DEFAULT_UNCERTAIN_THRESHOLD = 0.6
 def prepare_rows(rows: Sequence[Row], spec: Preprocess, description: str) -> np.ndarray:
     """Read and ``prepare`` the rows' fields: float32 (N, ...) in the model's layout."""
     return np.stack([prepare(read_field(r.path), spec) for r in progress_bar(rows, description)])
+
+
+def export_rows(split_csv: Path, eval_split: str, int8: bool) -> tuple[list[Row], list[Row]]:
+    """(rows of ``eval_split``, train rows) of a split; ``ValueError`` if a needed one is empty."""
+    rows = read_split(split_csv)
+    evaluate = [r for r in rows if r.split == eval_split]
+    train = [r for r in rows if r.split == "train"]
+    if not evaluate:
+        raise ValueError(f"{split_csv}: no {eval_split} rows to evaluate the export on")
+    if int8 and not train:
+        raise ValueError(f"{split_csv}: no train rows to calibrate INT8 on")
+    return evaluate, train
 
 
 def sample_rows(rows: Sequence[Row], n: int, seed: int) -> list[Row]:

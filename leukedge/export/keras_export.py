@@ -31,13 +31,13 @@ from leukedge.edge.bundle import write_manifest
 from leukedge.edge.model import input_specs
 from leukedge.edge.preprocess import Preprocess
 from leukedge.training.runs import find_run_config
-from leukedge.training.split import read_split
 
 from .bundles import (
     DEFAULT_UNCERTAIN_THRESHOLD,
     class_indices,
     common_manifest,
     evaluate_models,
+    export_rows,
     model_entry,
     prepare_rows,
     quantize_onnx_model,
@@ -153,15 +153,9 @@ def export_keras_bundles(
         raise ValueError(f"{keras_path} takes {model.inputs[0].shape[1]} px, not {spec.size}")
     if int8 and "onnx" in to and len(names) > 1:
         raise ValueError("INT8 ONNX of a multi-input model is not supported: use tflite or no int8")
-    rows = read_split(split_csv)
-    evaluate = [r for r in rows if r.split == eval_split]
-    train = [r for r in rows if r.split == "train"]
-    if not evaluate:
-        raise ValueError(f"{split_csv}: no {eval_split} rows to evaluate the export on")
-    if int8 and not train:
-        raise ValueError(f"{split_csv}: no train rows to calibrate INT8 on")
+    evaluate, train = export_rows(split_csv, eval_split, int8)
     record = find_run_config(keras_path) or {}
-    classes = record.get("classes") or sorted({r.label for r in rows})
+    classes = record.get("classes") or sorted({r.label for r in (*train, *evaluate)})
     if model.output_shape[-1] != len(classes):
         raise ValueError(f"{keras_path}: {model.output_shape[-1]} outputs for classes {classes}")
 
