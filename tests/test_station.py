@@ -192,3 +192,12 @@ def test_sigkill_then_restart_loses_and_duplicates_nothing(tiny_bundle, tmp_path
     assert len(rows) == n
     assert len(set(rows)) == n
     assert {Path(s).name for s, _ in rows} == {f"f{i:03d}.png" for i in range(n)}
+
+
+def test_model_file_missing_from_manifest_files_is_refused(tiny_bundle):
+    manifest_path = tiny_bundle / "leukedge.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["files"]["model.onnx"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"model\.onnx: not listed"):
+        load_model(tiny_bundle)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import open_backend
-from .bundle import MANIFEST, BundleError, read_manifest, sha256_file, verify_bundle
+from .bundle import MANIFEST, BundleError, read_manifest, verify_bundle
 from .preprocess import Preprocess, prepare
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -73,7 +73,9 @@ class Model:
         self.preprocess = Preprocess.from_dict(manifest["preprocess"])
         self.input_specs = input_specs(self.preprocess, manifest.get("inputs", ["field"]))
         model_file = bundle / manifest["model"]["file"]
-        self.sha256 = sha256_file(model_file)
+        self.sha256 = manifest["files"].get(manifest["model"]["file"])  # checked by load_model
+        if self.sha256 is None:
+            raise BundleError(f"{model_file}: not listed in the manifest's files; refusing it")
         self.backend = open_backend(model_file, backend, threads)
         self.output = manifest["model"].get("output", "probabilities")
         self.uncertain_threshold = float(manifest.get("uncertain_threshold", 0.5))
