@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import bench, data, demo, evaluate, export, results, run, segment, train
+from .commands import bench, data, demo, evaluate, export, results, run, segment, study, train
 
 app = typer.Typer(
     name="leukedge",
@@ -28,6 +28,7 @@ app.command("run")(run.run)
 app.command("demo")(demo.demo)
 app.command("segment")(segment.segment)
 app.command("bench")(bench.bench)
+app.command("study")(study.study)
 
 
 def _version(value: bool) -> None:

@@ -18,15 +18,27 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _checkpoint(model: str) -> Path | None:
-    """The YOLO ``.pt`` behind ``model`` (a .pt file or a training run folder), else None."""
+def _trained_predictor(model: str, threads: int | None):
+    """(name, classes, predict) for a training run: a YOLO ``.pt``, a Keras ``.keras``
+    or a run folder holding either; None when ``model`` is none of these."""
     path = Path(model)
-    if path.suffix == ".pt":
-        if not path.is_file():
-            _fail(f"{path}: no such file")
-        return path
+    if path.suffix in (".pt", ".keras") and not path.is_file():
+        _fail(f"{path}: no such file")
     runs = (path / "weights" / "best.pt", path / "train" / "weights" / "best.pt")
-    return next((p for p in runs if p.is_file()), None)
+    pt = path if path.suffix == ".pt" else next((p for p in runs if p.is_file()), None)
+    if pt is not None:
+        from ..training.yolo import yolo_predictor
+
+        return yolo_predictor(pt, threads)
+    keras_file = path if path.suffix == ".keras" else path / "best.keras"
+    if keras_file.is_file():
+        from ..training.keras_train import keras_predictor
+
+        try:
+            return keras_predictor(keras_file)
+        except ValueError as exc:
+            _fail(str(exc))
+    return None
 
 
 def _bundle_predictor(model: str, backend: str, threads: int | None):
@@ -103,7 +115,10 @@ def _print(result: dict) -> None:
 
 def evaluate(
     model: str = typer.Option(
-        ..., "--model", "-m", help="Bundle folder or name ('default'), training run folder or .pt."
+        ...,
+        "--model",
+        "-m",
+        help="Bundle folder or name ('default'), training run folder, .pt or .keras.",
     ),
     data: Path | None = typer.Option(
         None, "--data", help="Dataset folder (Taleqani, Kaggle or class folders): all its fields."
@@ -135,13 +150,8 @@ def evaluate(
     from ..training.report import evaluate as run_evaluation
     from ..training.report import write_report
 
-    pt = _checkpoint(model)
-    if pt is not None:
-        from ..training.yolo import yolo_predictor
-
-        name, model_classes, predict = yolo_predictor(pt, threads)
-    else:
-        name, model_classes, predict = _bundle_predictor(model, backend, threads)
+    trained = _trained_predictor(model, threads)
+    name, model_classes, predict = trained or _bundle_predictor(model, backend, threads)
     items = _items(data, split_csv, split, classes, model_classes)
     ref = None
     if reference is not None:

@@ -68,6 +68,9 @@ def yolo(
     seed: int = typer.Option(0, help="Seed for the split, the jitter and training."),
     threads: int = typer.Option(None, help="CPU threads (default: all)."),
     device: str = typer.Option(None, help="cpu, or a CUDA index (default: GPU when present)."),
+    workers: int = typer.Option(
+        0, help="Data-loading processes (0: in the training process; 8 suits a GPU machine)."
+    ),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
 ) -> None:
     """Train a YOLO classifier on what the station sees (same preprocessing), then evaluate it."""
@@ -78,7 +81,7 @@ def yolo(
     from ..training.jitter import Jitter
     from ..training.jitter import jitter as jitter_fn
     from ..training.runs import write_run_config
-    from ..training.yolo import build_imagefolder, train_yolo
+    from ..training.yolo import YOLO_AUG, build_imagefolder, train_yolo
 
     spec = Preprocess(input_mode=input_mode, segmentation=seg, size=imgsz)
     split_csv = split_for(out, split_csv, data, classes, seed)
@@ -98,6 +101,7 @@ def yolo(
         "arch": arch,
         "preprocess": spec.to_dict(),
         "jitter": asdict(Jitter()) if jitter else None,
+        "ultralytics_aug": YOLO_AUG,
         "copies": copies if jitter else 0,
         "balance": balance,
         "epochs": epochs,
@@ -117,6 +121,7 @@ def yolo(
         weights=weights,
         threads=threads,
         device=device,
+        workers=workers,
         resume=resume,
     )
     err_console.print(f"best weights: {best}")
@@ -147,6 +152,7 @@ def keras(
     imgsz: int = typer.Option(224, help="Input size in pixels."),
     batch: int = typer.Option(32, help="Batch size."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    cosine: bool = typer.Option(True, help="Cosine decay of the learning rate to 0."),
     alpha: float = typer.Option(1.0, help="MobileNetV2 width multiplier."),
     bn_momentum: float = typer.Option(
         None, help="BatchNormalization momentum (Keras: 0.99; ~0.9 for short runs)."
@@ -154,7 +160,7 @@ def keras(
     jitter: bool = typer.Option(True, help="Stain/lamp jitter on the raw field, on the fly."),
     balance: bool = typer.Option(True, help="Balance classes by flips up to the largest."),
     seed: int = typer.Option(0, help="Seed for the split, the augmentation and training."),
-    threads: int = typer.Option(None, help="TensorFlow CPU threads (default: its own choice)."),
+    threads: int = typer.Option(None, help="CPU threads of the Keras backend (default: its own)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
 ) -> None:
     """Train a Keras classifier (reference notebook head) on what the station sees, then
@@ -182,6 +188,7 @@ def keras(
             bn_momentum=bn_momentum,
             alpha=alpha,
             lr=lr,
+            cosine=cosine,
             resume=resume,
         )
     except (FileNotFoundError, ValueError) as exc:

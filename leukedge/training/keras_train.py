@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -89,23 +92,26 @@ def _prepare_all(rows, fields: _Fields, specs, names) -> np.ndarray | dict[str, 
     return _model_x([np.stack([prepare(f, s, m) for f, m in pairs]) for s in specs], names)
 
 
-def _train_batches(rows, fields, specs, names, labels, batch, seed, cfg, epoch):
+def _train_batches(rows, fields, specs, names, labels, batch, seed, cfg, epoch, pool):
     """Endless augmented training batches (input(s), int64 (B,) labels), epoch after epoch
-    from ``epoch``, reshuffled each epoch; draws seeded by (seed, epoch, batch)."""
+    from ``epoch``, reshuffled each epoch. Each sample's draws are seeded by (seed, epoch,
+    batch, row), so the ``pool`` threads that make a batch change nothing."""
+
+    def sample(epoch: int, i: int, j: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([seed, epoch, i, j])
+        field, mask = fields.get(rows[j])
+        if cfg is not None:
+            field = jitter(field, rng, cfg)
+        k = int(rng.integers(8))
+        return [dihedral(prepare(field, spec, mask), k) for spec in specs]
+
     while True:
         order = np.random.default_rng([seed, epoch]).permutation(len(rows))
         for i in range(math.ceil(len(rows) / batch)):
             idx = order[i * batch : (i + 1) * batch]
-            rng = np.random.default_rng([seed, epoch, i])
-            xs = [[] for _ in specs]
-            for j in idx:
-                field, mask = fields.get(rows[j])
-                if cfg is not None:
-                    field = jitter(field, rng, cfg)
-                k = int(rng.integers(8))
-                for x, spec in zip(xs, specs):
-                    x.append(dihedral(prepare(field, spec, mask), k))
-            yield _model_x([np.stack(x) for x in xs], names), labels[idx]
+            views = list(pool.map(partial(sample, epoch, i), idx))
+            xs = [np.stack([v[n] for v in views]) for n in range(len(specs))]
+            yield _model_x(xs, names), labels[idx]
         epoch += 1
 
 
@@ -117,17 +123,29 @@ def _history(path: Path) -> list[dict]:
 
 
 def _configure(threads: int | None) -> None:
-    """Set TensorFlow's CPU thread pools (before it first runs) and say where training runs."""
-    import tensorflow as tf
+    """Set the Keras backend's CPU threads (before it first runs) and say where training
+    runs. TensorFlow is the usual backend; with ``KERAS_BACKEND=torch`` Keras trains
+    through PyTorch (and its GPU), with the same model files."""
+    import keras
 
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:  # TensorFlow already runs with other thread pools in this process
-            err_console.print(f"[yellow]TensorFlow is already running: threads={threads} ignored")
-    gpus = tf.config.list_physical_devices("GPU")
-    err_console.print(f"training on {', '.join(g.name for g in gpus) if gpus else 'the CPU'}")
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
+        import tensorflow as tf
+
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:  # TensorFlow already runs with other thread pools
+                err_console.print(f"[yellow]TensorFlow already runs: threads={threads} ignored")
+        gpus = [g.name for g in tf.config.list_physical_devices("GPU")]
+    where = ", ".join(gpus) if gpus else "the CPU"
+    err_console.print(f"training on {where} (Keras backend {keras.backend.backend()})")
 
 
 def train_keras(
@@ -148,6 +166,7 @@ def train_keras(
     bn_momentum: float | None = None,
     alpha: float = 1.0,
     lr: float = 1e-3,
+    cosine: bool = True,
     resume: bool = False,
     verbose: str | int = "auto",
 ) -> Path:
@@ -163,6 +182,9 @@ def train_keras(
     threads : TensorFlow CPU threads (default: TensorFlow's choice). The GPU is
         used when TensorFlow sees one.
     weights, freeze, bn_momentum, alpha : ``build_model`` settings.
+    cosine : decay the learning rate from ``lr`` to 0 over the run (cosine);
+        without it, the validation accuracy of a from-scratch model swings from
+        epoch to epoch until the end.
     resume : continue from ``last.keras`` and ``history.csv`` in ``out_dir``.
 
     Adam at ``lr``, sparse categorical cross-entropy; class ``i`` is the i-th
@@ -199,6 +221,7 @@ def train_keras(
         "batch": batch,
         "seed": seed,
         "lr": lr,
+        "cosine": cosine,
         "weights": str(weights) if weights else None,
         "freeze": freeze,
         "bn_momentum": bn_momentum,
@@ -208,6 +231,7 @@ def train_keras(
     x_val = _prepare_all(val, fields, specs, names)
     y_val = np.array([classes.index(r.label) for r in val], np.int64)
     train_rows = balance_rows(train, seed) if balance else train
+    steps = math.ceil(len(train_rows) / batch)
 
     keras.utils.set_random_seed(seed)
     history = _history(out_dir / HISTORY) if resume and (out_dir / LAST).is_file() else []
@@ -225,7 +249,9 @@ def train_keras(
             alpha=alpha,
         )
         model.compile(
-            optimizer=keras.optimizers.Adam(lr),
+            optimizer=keras.optimizers.Adam(
+                keras.optimizers.schedules.CosineDecay(lr, epochs * steps) if cosine else lr
+            ),
             loss="sparse_categorical_crossentropy",
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
@@ -242,20 +268,21 @@ def train_keras(
         keras.callbacks.CSVLogger(out_dir / HISTORY, append=bool(history)),
     ]
     labels = np.array([classes.index(r.label) for r in train_rows], np.int64)
-    data = _train_batches(
-        train_rows, fields, specs, names, labels, batch, seed, jitter_cfg, len(history)
-    )
     if len(history) < epochs:
-        model.fit(
-            data,
-            steps_per_epoch=math.ceil(len(train_rows) / batch),
-            shuffle=False,  # the batches are shuffled, seeded, by _train_batches
-            validation_data=(x_val, y_val),
-            epochs=epochs,
-            initial_epoch=len(history),
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+        with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
+            model.fit(
+                _train_batches(
+                    train_rows, fields, specs, names, labels, batch, seed, jitter_cfg,
+                    len(history), pool,
+                ),
+                steps_per_epoch=steps,
+                shuffle=False,  # the batches are shuffled, seeded, by _train_batches
+                validation_data=(x_val, y_val),
+                epochs=epochs,
+                initial_epoch=len(history),
+                callbacks=callbacks,
+                verbose=verbose,
+            )  # fmt: skip
     history = _history(out_dir / HISTORY)
     best = max(range(len(history)), key=lambda i: float(history[i]["val_accuracy"]))
     result = {
@@ -287,6 +314,7 @@ def keras_predictor(keras_path: str | Path):
 
     def predict(fields: list[np.ndarray]) -> np.ndarray:
         xs = [np.stack([prepare(f, s) for f in fields]) for s in specs]
-        return np.asarray(model.predict(_model_x(xs, names), verbose=0), np.float32)
+        out = model(_model_x(xs, names), training=False)
+        return keras.ops.convert_to_numpy(out).astype(np.float32)
 
     return keras_path.parent.name, list(config["classes"]), predict

@@ -154,6 +154,14 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# Ultralytics' classification augmentation as leukedge trains with it: its crop
+# (area 0.5-1) and HSV colour jitter kept, RandAugment and random erasing off
+# (erasing can wipe out the one blast a field shows; RandAugment's posterize,
+# solarize and equalize are stain changes no microscope makes), vertical flips on
+# (a smear has no up). Stain/lamp jitter is leukedge's own, on the raw field.
+YOLO_AUG = {"auto_augment": None, "erasing": 0.0, "flipud": 0.5}
+
+
 def train_yolo(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -187,7 +195,8 @@ def train_yolo(
         yolo26n.pt.
     plots : None -> only when ``ensure_offline`` placed a font.
     resume : continue an interrupted run from ``out_dir/weights/last.pt``.
-    train_args : further Ultralytics train arguments (lr0, hsv_h, ...).
+    train_args : further Ultralytics train arguments (lr0, hsv_h, ...); they
+        override ``YOLO_AUG``.
 
     Training is seeded and ``deterministic=True``.
     """
@@ -231,6 +240,7 @@ def train_yolo(
         "project": str(out_dir.parent),
         "name": out_dir.name,
         "exist_ok": True,
+        **YOLO_AUG,
         **train_args,
     }
     # select_device() resets torch to Ultralytics' NUM_THREADS (min(8, cpu_count - 1)).

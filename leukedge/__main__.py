@@ -1,0 +1,5 @@
+"""``python -m leukedge``: the ``leukedge`` command line."""
+
+from .cli import main
+
+main()

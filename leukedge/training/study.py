@@ -1,0 +1,254 @@
+"""The reference notebook's seven-model comparison, rerun on one leak-safe split.
+
+Every model is trained by the ``leukedge train`` command a user would type (one
+subprocess each, so TensorFlow and PyTorch never share a process) and judged by
+the same test-split report: clean accuracy, the shift suite and the shortcut
+audit. A run folder that already holds trained weights is reused, so a study can
+be resumed, or finished on a machine other than the one that trained it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..console import err_console
+from ..edge.shifts import SHIFTS
+
+KERAS_WEIGHTS = "model.weights.h5"  # inside a .keras file
+
+
+@dataclass(frozen=True)
+class StudyModel:
+    """One row of the study: a run folder name and its ``leukedge train`` options."""
+
+    name: str
+    label: str
+    family: str  # "yolo" or "keras"
+    options: tuple[str, ...]
+    published: float | None  # the reference notebook's reported accuracy, %
+
+
+#: The notebook's seven models with its published accuracies, then its own recipe
+#: (mask-only input, reference segmentation, no jitter) for MobileNetV2.
+STUDY_MODELS = (
+    StudyModel("efficientnetb0", "EfficientNet-B0", "keras", ("--arch", "efficientnetb0"), 100.0),
+    StudyModel("mobilenetv2", "MobileNetV2", "keras", ("--arch", "mobilenetv2"), 100.0),
+    StudyModel("nasnetmobile", "NASNet-Mobile", "keras", ("--arch", "nasnetmobile"), 100.0),
+    StudyModel(
+        "mobilenetv2-dual", "dual MobileNetV2", "keras", ("--arch", "mobilenetv2", "--dual"), 99.1
+    ),
+    StudyModel("yolov8n", "YOLOv8n-cls", "yolo", ("--arch", "yolov8n-cls"), 99.1),
+    StudyModel("yolo11n", "YOLO11n-cls", "yolo", ("--arch", "yolo11n-cls"), 96.4),
+    StudyModel("yolo12n", "YOLO12n-cls", "yolo", ("--arch", "yolo12n-cls"), 35.1),
+    StudyModel(
+        "mobilenetv2-mask",
+        "MobileNetV2 (reference recipe: mask only, no jitter)",
+        "keras",
+        ("--arch", "mobilenetv2", "--input", "mask", "--seg", "reference", "--no-jitter"),
+        None,
+    ),
+)
+
+
+def weights_of(run: Path) -> Path | None:
+    """The best weights a ``leukedge train`` run folder holds, or None."""
+    for path in (run / "train" / "weights" / "best.pt", run / "best.keras"):
+        if path.is_file():
+            return path
+    return None
+
+
+def count_params(weights: Path) -> int:
+    """Parameters (trainable or not) of a trained YOLO ``.pt`` or Keras ``.keras`` model.
+    The ``.keras`` weights are counted from the file, without TensorFlow: it and
+    PyTorch in one process can crash."""
+    if weights.suffix == ".keras":
+        import h5py
+
+        sizes = []
+        with zipfile.ZipFile(weights) as z, h5py.File(io.BytesIO(z.read(KERAS_WEIGHTS))) as f:
+            f.visititems(
+                lambda name, obj: (
+                    sizes.append(obj.size)
+                    if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer")
+                    else None
+                )
+            )
+        return int(sum(sizes))
+    from ..offline import ensure_offline
+
+    ensure_offline()
+    from ultralytics import YOLO
+
+    return sum(p.numel() for p in YOLO(str(weights)).model.parameters())
+
+
+def epochs_done(weights: Path) -> int:
+    """Epochs a run finished, from its ``results.csv`` (YOLO) or ``history.csv`` (Keras)."""
+    log = weights.parent.parent / "results.csv" if weights.suffix == ".pt" else None
+    log = log or weights.parent / "history.csv"
+    return max(0, len(log.read_text().strip().splitlines()) - 1) if log.is_file() else 0
+
+
+def _leukedge(*args: str) -> list[str]:
+    return [sys.executable, "-m", "leukedge", *args]
+
+
+def train_command(
+    model: StudyModel, split_csv: Path, run: Path, epochs: int, imgsz: int, extra: Sequence[str]
+) -> list[str]:
+    """The ``leukedge train`` command line that trains ``model`` into ``run``."""
+    return _leukedge(
+        "train", model.family, *model.options, "--split-csv", str(split_csv), "--out", str(run),
+        "--epochs", str(epochs), "--imgsz", str(imgsz), *extra,
+    )  # fmt: skip
+
+
+def _call(command: list[str], log: Path) -> None:
+    err_console.print(f"[bold]$[/bold] {' '.join(command[2:])}  (log: {log})")
+    with open(log, "a") as f:
+        code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT)
+    if code:
+        raise RuntimeError(f"exit {code}: {' '.join(command[2:])}; see {log}")
+
+
+def run_study(
+    split_csv: str | Path,
+    out: str | Path,
+    *,
+    models: Sequence[StudyModel] = STUDY_MODELS,
+    epochs: dict[str, int],
+    imgsz: int = 224,
+    extra: dict[str, Sequence[str]] | None = None,
+) -> dict:
+    """Train what is missing, evaluate every model on the test split of ``split_csv``,
+    and write ``out/study.json``, ``out/study.md`` and ``out/study.png``.
+
+    epochs : per family, e.g. ``{"yolo": 40, "keras": 30}``.
+    extra : further ``leukedge train <family>`` options per family.
+    Returns the study record (one row per model).
+    """
+    split_csv, out = Path(split_csv).resolve(), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for model in models:
+        run = out / model.name
+        command = train_command(
+            model, split_csv, run, epochs[model.family], imgsz, (extra or {}).get(model.family, ())
+        )
+        if weights_of(run) is None:
+            run.mkdir(parents=True, exist_ok=True)
+            _call(command, run / "study.log")
+        weights = weights_of(run)
+        if weights is None:
+            raise RuntimeError(f"{run}: training left no weights")
+        report = run / "report-test" / "report.json"
+        if not report.is_file():
+            _call(
+                _leukedge("eval", "--model", str(weights), "--split-csv", str(split_csv),
+                          "--split", "test", "--out", str(report.parent)),
+                run / "study.log",
+            )  # fmt: skip
+        rows.append(_row(model, command, weights, json.loads(report.read_text())))
+    study = {"split_csv": str(split_csv), "imgsz": imgsz, "epochs": epochs, "models": rows}
+    (out / "study.json").write_text(json.dumps(study, indent=2) + "\n")
+    (out / "study.md").write_text(to_markdown(study))
+    plot_study(study, out / "study.png")
+    return study
+
+
+def _row(model: StudyModel, command: list[str], weights: Path, report: dict) -> dict:
+    return {
+        "name": model.name,
+        "label": model.label,
+        "published_accuracy": model.published,
+        "command": " ".join(["leukedge", *command[3:]]),
+        "weights": str(weights),
+        "params": count_params(weights),
+        "epochs_done": epochs_done(weights),
+        "n": report["n"],
+        "accuracy": report["clean"]["accuracy"],
+        "accuracy_ci": report["clean"]["accuracy_ci"],
+        "macro_f1": report["clean"]["macro_f1"],
+        "shifts": {k: v["accuracy"] for k, v in report["shifts"].items()},
+        "worst_shift": report["worst_shift"],
+        "shortcut": report["shortcut"]["accuracy"] if "shortcut" in report else None,
+        "chance": report["shortcut"]["chance"] if "shortcut" in report else None,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def to_markdown(study: dict) -> str:
+    """The study table: test accuracy, parameters, each shift, the shortcut audit, and
+    the notebook's published accuracy."""
+    header = ["model", "params (M)", "epochs", "clean % (95% CI)", *SHIFTS]
+    header += ["worst", "shortcut %", "notebook %"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in study["models"]:
+        lo, hi = r["accuracy_ci"]
+        worst = r["worst_shift"]
+        cells = [
+            r["label"],
+            f"{r['params'] / 1e6:.2f}",
+            str(r["epochs_done"]),
+            f"{_pct(r['accuracy'])} ({_pct(lo)}–{_pct(hi)})",
+            *(_pct(r["shifts"].get(s)) for s in SHIFTS),
+            f"{worst} {_pct(r['shifts'][worst])}" if worst else "–",
+            _pct(r["shortcut"]),
+            "–" if r["published_accuracy"] is None else f"{r['published_accuracy']:.1f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    n = study["models"][0]["n"] if study["models"] else 0
+    chance = study["models"][0]["chance"] if study["models"] else None
+    return "\n".join([
+        "# Model study",
+        "",
+        f"Test split of `{study['split_csv']}` ({n} fields), {study['imgsz']} px, epochs "
+        + ", ".join(f"{k} {v}" for k, v in study["epochs"].items()) + ".",
+        "Shifts are applied to the raw field (`leukedge.edge.shifts`); the shortcut audit "
+        f"paints the detected cells out (lower is better; chance {_pct(chance)}%). "
+        "\"notebook %\" is the reference notebook's published accuracy on its own split.",
+        "",
+        *lines,
+        "",
+        "Commands:",
+        "",
+        *(f"- {r['label']}: `{r['command']}`" for r in study["models"]),
+        "",
+    ])  # fmt: skip
+
+
+def plot_study(study: dict, path: Path) -> None:
+    """Grouped bars per model: clean, worst shift, shortcut audit, published."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    rows = study["models"]
+    x = np.arange(len(rows))
+    bars = {
+        "clean": [r["accuracy"] for r in rows],
+        "worst shift": [r["shifts"][r["worst_shift"]] if r["worst_shift"] else 0 for r in rows],
+        "shortcut audit (lower is better)": [r["shortcut"] or 0 for r in rows],
+        "notebook (published)": [(r["published_accuracy"] or 0) / 100 for r in rows],
+    }
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    ax = fig.subplots()
+    width = 0.2
+    for i, (name, values) in enumerate(bars.items()):
+        ax.bar(x + (i - 1.5) * width, values, width, label=name)
+    ax.set_xticks(x, [r["name"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("Seven-model study: clean, worst colour shift, shortcut audit")
+    fig.savefig(path, dpi=120)
