@@ -81,7 +81,7 @@ def test_quantize_keeps_metadata_and_float_softmax(tmp_path):
     model = onnx.load(str(int8))
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["names"]) == list(CLASSES)
-    assert json.loads(meta["leukedge.quantization"])["activation"] == "uint8"
+    assert json.loads(meta["leukedge.quantization"])["activation"] == "int8"
     assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
     producer = next(n for n in model.graph.node if "output0" in n.output)
     assert producer.op_type == "Softmax"  # probabilities stay float
@@ -151,7 +151,7 @@ def test_bundles_load_with_manifest_and_metadata(trained):
         assert m["ood"]["n"] == 16 and len(m["ood"]["lab_mean"]) == 3
         assert all(s > 0 for s in m["ood"]["lab_std"])
     quant = read_manifest(trained["bundles"]["int8"])["model"]["quantization"]
-    assert quant["per_channel"] is False and quant["activation"] == "uint8"
+    assert quant["per_channel"] is False and quant["activation"] == "int8"
     assert quant["weight"] == "int8" and quant["calibration_n"] == 16
 
 

@@ -120,6 +120,41 @@ def work(tmp_path_factory):
     return work
 
 
+def test_training_batches_do_not_depend_on_the_thread_count(work):
+    """Each sample's jitter and flip are seeded by (seed, epoch, batch, row): the thread
+    pool that makes a batch changes nothing, and every epoch reshuffles and redraws."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from leukedge.edge.model import input_specs
+    from leukedge.training.jitter import Jitter
+    from leukedge.training.keras_models import SINGLE_INPUTS
+    from leukedge.training.keras_train import _Fields, _train_batches, keras_preprocess
+    from leukedge.training.split import read_split
+
+    rows = read_split(work / "split.csv", "train")
+    spec = keras_preprocess("mobilenetv2", "field-wb", size=SIZE)
+    fields = _Fields(rows, spec, with_masks=False)
+    specs = input_specs(spec, SINGLE_INPUTS)
+    labels = np.arange(len(rows))
+    steps = -(-len(rows) // 4)
+
+    def batches(threads: int, epoch: int = 0) -> list:
+        with ThreadPoolExecutor(threads) as pool:
+            stream = _train_batches(
+                rows, fields, specs, SINGLE_INPUTS, labels, 4, 0, Jitter(), epoch, pool
+            )
+            return [next(stream) for _ in range(steps + 1)]
+
+    one, four = batches(1), batches(4)
+    for (xa, ya), (xb, yb) in zip(one, four):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert sorted(np.concatenate([y for _, y in one[:steps]])) == list(labels)
+    resumed = batches(2, epoch=1)[0]  # a resumed run starts its epoch where it left off
+    np.testing.assert_array_equal(resumed[0], one[steps][0])
+    assert not np.array_equal(one[steps][0], one[0][0])
+
+
 @pytest.fixture(scope="module")
 def trained(work):
     """A 1-epoch tiny MobileNetV2 on the field-wb view, and its four exported bundles."""

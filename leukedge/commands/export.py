@@ -81,7 +81,7 @@ def export(
         False, "--per-channel", help="ONNX INT8: per-channel weight scales."
     ),
     activation: str = typer.Option(
-        "uint8", "--activation", help="ONNX INT8 activations: uint8, int8."
+        "int8", "--activation", help="ONNX INT8 activations: int8 (S8S8) or uint8 (U8S8)."
     ),
     method: str = typer.Option(
         "minmax", "--method", help="ONNX INT8 calibration: minmax, entropy, percentile."

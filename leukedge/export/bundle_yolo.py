@@ -20,6 +20,7 @@ from pathlib import Path
 
 from leukedge.edge.bundle import write_manifest
 from leukedge.edge.preprocess import Preprocess
+from leukedge.training.runs import RUN_CONFIG
 
 from .bundles import (
     DEFAULT_UNCERTAIN_THRESHOLD,
@@ -45,6 +46,13 @@ def run_dir(pt_path: str | Path) -> Path:
     """The training run folder of a ``.pt`` (the folder above ``weights/``, else its own)."""
     pt_path = Path(pt_path).resolve()
     return pt_path.parent.parent if pt_path.parent.name == "weights" else pt_path.parent
+
+
+def run_name(pt_path: str | Path) -> str:
+    """The run's name: the ``leukedge train yolo --out`` folder that holds Ultralytics'
+    run folder, else Ultralytics' run folder."""
+    folder = run_dir(pt_path)
+    return folder.parent.name if (folder.parent / RUN_CONFIG).is_file() else folder.name
 
 
 def training_config(pt_path: str | Path) -> dict:
@@ -77,7 +85,7 @@ def export_yolo_bundle(
     int8: bool = True,
     calib_n: int = 300,
     per_channel: bool = False,
-    activation: str = "uint8",
+    activation: str = "int8",
     weight: str = "int8",
     method: str = "minmax",
     eval_split: str = "val",
@@ -150,7 +158,7 @@ def export_yolo_bundle(
         )
         for precision, folder in staged.items():
             model = model_entry(models[precision], preprocess, precision, quantization[precision])
-            manifest = {"name": f"{run_dir(pt_path).name}-{folder.name}", **common, "model": model}
+            manifest = {"name": f"{run_name(pt_path)}-{folder.name}", **common, "model": model}
             write_manifest(folder, {**manifest, "evaluation": evaluation[precision]})
         return replace_outputs(
             out_dir,

@@ -1,8 +1,10 @@
 """Static INT8 quantization of an ONNX model (QDQ format) with ONNX Runtime.
 
-The default, per-tensor U8S8 (uint8 activations, int8 weights), is what kept
-top-1 agreement with fp32 on x86 CPUs without VNNI; per-channel weights lost
-fidelity there (see ``leukedge.export.fidelity`` to measure it). The quantized
+The default, per-tensor S8S8 (int8 activations and weights), is what kept the
+trained YOLO11n-cls closest to fp32 on an x86 CPU without VNNI (validation split:
+top-1 agreement 0.996, max probability difference 0.17, against 0.28 for U8S8);
+per-channel U8S8 lost fidelity there (agreement 0.70). ``leukedge.export.fidelity``
+measures it for any model. The quantized
 model keeps float32 inputs and outputs and the fp32 model's metadata, plus
 ``leukedge.quantization`` (JSON of the settings).
 """
@@ -56,7 +58,7 @@ def quantize_onnx(
     calibration: np.ndarray | Iterable[np.ndarray],
     *,
     per_channel: bool = False,
-    activation: str = "uint8",
+    activation: str = "int8",
     weight: str = "int8",
     method: str = "minmax",
 ) -> Path:
