@@ -96,26 +96,28 @@ def collect(
 
     Unless ``on_device``, every architecture of ``BUILDERS`` is built untrained under
     ``work`` (``quick``: at 64 px, a tiny CNN standing in for MobileNetV2; the ``split_csv``
-    train fields calibrate INT8) for its PyTorch/Keras baseline, and its bundles are
-    measured when no shipped bundle has that architecture.
+    train fields calibrate INT8) for its PyTorch/Keras baseline and its own fp32/INT8
+    bundles (latency does not depend on the weights, so these give the like-for-like
+    INT8 vs fp32 ratios beside any shipped bundle). A given bundle that is also shipped
+    is measured once.
     """
     models = [bundle_record(b, "shipped", True) for b in shipped_bundles()]
     baselines, notes = [], []
     if not models:
         notes.append("no model bundle is shipped in leukedge/models")
-    models += [bundle_record(b, "given", True) for b in given]
+    shipped = {m["bundle"] for m in models}
+    models += [r for b in given if (r := bundle_record(b, "given", True))["bundle"] not in shipped]
     if on_device:
         notes.append(
             "on-device run: only shipped and given bundles; nothing needing torch, "
             "TensorFlow or the exporters (architecture-only models, PyTorch/Keras baselines)"
         )
     else:
-        shipped_archs = {m["arch"] for m in models if m["source"] == "shipped"}
         for arch, built in build(work, quick, split_csv).items():
             if "error" in built:
                 notes.append(f"{arch}: not built, {built['error']}")
                 continue
-            models += [m for m in built["models"] if m["arch"] not in shipped_archs]
+            models += built["models"]
             baselines += built["baselines"]
             notes += built["notes"]
     usable = available_backends()
