@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..console import err_console
 from ..edge.shifts import SHIFTS
+from ..progress import progress_bar
 
 KERAS_WEIGHTS = "model.weights.h5"  # inside a .keras file
 
@@ -138,7 +139,7 @@ def run_study(
     split_csv, out = Path(split_csv).resolve(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for model in models:
+    for model in progress_bar(models, "Study"):
         run = out / model.name
         command = train_command(
             model, split_csv, run, epochs[model.family], imgsz, (extra or {}).get(model.family, ())
