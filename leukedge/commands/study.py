@@ -7,15 +7,14 @@ from pathlib import Path
 import typer
 
 from ..console import console, err_console
+from .train import CLASSES, DATA, SPLIT_CSV, split_for
 
 
 def study(
     out: Path = typer.Option(Path("runs/study"), "--out", "-o", help="Study folder."),
-    split_csv: Path = typer.Option(
-        None, "--split-csv", help="split.csv from `leukedge data split`."
-    ),
-    data: Path = typer.Option(None, "--data", help="Data folder to split when no --split-csv."),
-    classes: str = typer.Option("4", help="Class scheme when splitting --data: 4 or 3."),
+    split_csv: Path = SPLIT_CSV,
+    data: Path = DATA,
+    classes: str = CLASSES,
     models: str = typer.Option(None, help="Comma-separated subset of the study's run names."),
     epochs_yolo: int = typer.Option(40, help="Epochs for the YOLO models."),
     epochs_keras: int = typer.Option(30, help="Epochs for the Keras models."),
@@ -32,7 +31,6 @@ def study(
     split; write study.md/json/png beside the notebook's published figures. Finished runs
     in --out are reused."""
     from ..training.study import STUDY_MODELS, run_study
-    from .train import split_for
 
     chosen = STUDY_MODELS
     if models:

@@ -11,6 +11,10 @@ from ..console import err_console
 app = typer.Typer(help="Train classifiers (offline: nothing is downloaded).", no_args_is_help=True)
 
 INPUT_HELP = "Model input: field, field-wb (white-balanced field) or mask (reference notebook)."
+# The data options of every command that trains (train yolo/keras, study).
+SPLIT_CSV = typer.Option(None, "--split-csv", help="split.csv from `leukedge data split`.")
+DATA = typer.Option(None, "--data", help="Data folder to split when no --split-csv.")
+CLASSES = typer.Option("4", "--classes", help="Class scheme when splitting --data: 4, 3 or 2.")
 
 
 def report_run(predictor, split_csv: Path, out: Path) -> None:
@@ -46,11 +50,9 @@ def split_for(run_dir: Path, split_csv: Path | None, data: Path | None, classes:
 @app.command()
 def yolo(
     out: Path = typer.Option(Path("runs/yolo"), "--out", "-o", help="Run folder."),
-    split_csv: Path = typer.Option(
-        None, "--split-csv", help="split.csv from `leukedge data split`."
-    ),
-    data: Path = typer.Option(None, "--data", help="Data folder to split when no --split-csv."),
-    classes: str = typer.Option("4", help="Class scheme when splitting --data: 4, 3 or 2."),
+    split_csv: Path = SPLIT_CSV,
+    data: Path = DATA,
+    classes: str = CLASSES,
     arch: str = typer.Option(
         "yolo11n-cls", help="yolo11n-cls, yolov8n-cls, yolo12n-cls or a YAML."
     ),
@@ -133,11 +135,9 @@ def yolo(
 @app.command()
 def keras(
     out: Path = typer.Option(Path("runs/keras"), "--out", "-o", help="Run folder."),
-    split_csv: Path = typer.Option(
-        None, "--split-csv", help="split.csv from `leukedge data split`."
-    ),
-    data: Path = typer.Option(None, "--data", help="Data folder to split when no --split-csv."),
-    classes: str = typer.Option("4", help="Class scheme when splitting --data: 4, 3 or 2."),
+    split_csv: Path = SPLIT_CSV,
+    data: Path = DATA,
+    classes: str = CLASSES,
     arch: str = typer.Option("mobilenetv2", help="mobilenetv2, efficientnetb0 or nasnetmobile."),
     dual: bool = typer.Option(
         False, help="Two inputs, the field and the masked field, one shared backbone."
