@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from leukedge.edge.bundle import BundleError, read_manifest, sha256_file
 from leukedge.edge.classes import CLASSES
 from leukedge.edge.imageio import read_field
-from leukedge.export.fidelity import compare, fidelity, to_markdown
+from leukedge.export.fidelity import compare, fidelity, shortfalls, to_markdown
 from leukedge.offline import ensure_offline
 
 SIZE = 32
@@ -32,6 +32,13 @@ def test_compare_and_markdown():
     assert report["candidate"] == {"accuracy": pytest.approx(1 / 3)}
     assert "size_ratio" not in report
     assert "top-1 agreement: 0.6667" in to_markdown(report)
+    assert shortfalls(report) == [
+        "top-1 agreement 0.6667 < 0.995",
+        "accuracy drop 0.3333 > 0.005",
+    ]
+    assert "**Fails the fidelity bar" in to_markdown(report)
+    same = fidelity(lambda x: ref, lambda x: ref, np.zeros((3, 1)), labels=np.array([0, 1, 1]))
+    assert shortfalls(same) == [] and "Clears the fidelity bar" in to_markdown(same)
     with pytest.raises(ValueError, match="shapes differ"):
         compare(ref, cand[:2])
 

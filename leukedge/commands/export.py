@@ -172,6 +172,7 @@ def export(
 def _summary(title: str, bundles: dict[str, Path], out: Path) -> None:
     """A table of the bundles, and each INT8 bundle's fidelity to its fp32 one."""
     from ..edge.bundle import read_manifest
+    from ..export.fidelity import shortfalls
 
     table = Table(title=title)
     for column in ("bundle", "model bytes", "val accuracy"):
@@ -191,5 +192,8 @@ def _summary(title: str, bundles: dict[str, Path], out: Path) -> None:
             f"{report['top1_agreement']:.4f}, max |dp| {report['max_abs_prob_diff']:.2e}, "
             f"{report['size_ratio']:.2f}x smaller."
         )
+        if problems := shortfalls(report):
+            err_console.print(f"[yellow]warning:[/yellow] {name}: {'; '.join(problems)}: "
+                              "do not deploy it; try --activation or --per-channel")  # fmt: skip
     if reports:
         console.print(f"Reports: {out}/fidelity*.md")

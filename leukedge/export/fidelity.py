@@ -67,6 +67,23 @@ def fidelity(
     return report
 
 
+#: The bar an INT8 model must clear against its fp32 original on the validation split.
+MIN_AGREEMENT, MAX_ACCURACY_DROP = 0.995, 0.005
+
+
+def shortfalls(report: dict) -> list[str]:
+    """What keeps an INT8 model from the fidelity bar (empty: it clears it)."""
+    problems = []
+    if report["top1_agreement"] < MIN_AGREEMENT:
+        problems.append(f"top-1 agreement {report['top1_agreement']:.4f} < {MIN_AGREEMENT}")
+    ref, cand = report.get("reference", {}), report.get("candidate", {})
+    if "accuracy" in ref and "accuracy" in cand:
+        drop = ref["accuracy"] - cand["accuracy"]
+        if drop > MAX_ACCURACY_DROP:
+            problems.append(f"accuracy drop {drop:.4f} > {MAX_ACCURACY_DROP}")
+    return problems
+
+
 def to_markdown(report: dict, reference: str = "fp32", candidate: str = "int8") -> str:
     """A ``fidelity`` report as a short Markdown page."""
     ref, cand = report["reference"], report["candidate"]
@@ -93,4 +110,8 @@ def to_markdown(report: dict, reference: str = "fp32", candidate: str = "int8") 
     if "quantization" in report:
         settings = ", ".join(f"{k}={v}" for k, v in report["quantization"].items())
         lines.append(f"- quantization: {settings}")
+    problems = shortfalls(report)
+    lines += ["", f"**Fails the fidelity bar: {'; '.join(problems)}.**" if problems else
+              f"Clears the fidelity bar (agreement >= {MIN_AGREEMENT}, accuracy drop <= "
+              f"{MAX_ACCURACY_DROP})."]  # fmt: skip
     return "\n".join(lines) + "\n"
