@@ -138,10 +138,10 @@ def test_training_batches_do_not_depend_on_the_thread_count(work):
     labels = np.arange(len(rows))
     steps = -(-len(rows) // 4)
 
-    def batches(threads: int, epoch: int = 0) -> list:
+    def batches(threads: int, epoch: int = 0, cfg=Jitter(), flips=True) -> list:
         with ThreadPoolExecutor(threads) as pool:
             stream = _train_batches(
-                rows, fields, specs, SINGLE_INPUTS, labels, 4, 0, Jitter(), epoch, pool
+                rows, fields, specs, SINGLE_INPUTS, labels, 4, 0, cfg, flips, epoch, pool
             )
             return [next(stream) for _ in range(steps + 1)]
 
@@ -153,6 +153,11 @@ def test_training_batches_do_not_depend_on_the_thread_count(work):
     resumed = batches(2, epoch=1)[0]  # a resumed run starts its epoch where it left off
     np.testing.assert_array_equal(resumed[0], one[steps][0])
     assert not np.array_equal(one[steps][0], one[0][0])
+    # With jitter and flips off, a batch is exactly what the station computes.
+    from leukedge.edge.preprocess import prepare
+
+    x, y = batches(2, cfg=None, flips=False)[0]
+    np.testing.assert_array_equal(x, np.stack([prepare(fields.get(rows[i])[0], spec) for i in y]))
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     make_split(find_dataset(tmp_path / "data"), tmp_path, ratios=(0.5, 0.25, 0.25))
     run = tmp_path / "run"
     args = ["train", "yolo", "--split-csv", str(tmp_path / "split.csv"), "--out", str(run)]
-    args += ["--epochs", "1", "--imgsz", str(SIZE), "--batch", "8", "--copies", "1"]
+    args += ["--epochs", "1", "--imgsz", str(SIZE), "--batch", "8", "--copies", "1", "--no-flips"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
@@ -59,6 +59,10 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     record = find_run_config(run)
     assert record["preprocess"]["input_mode"] == "field-wb" and record["copies"] == 1
     assert record["jitter"]["hue"] == 12
+    aug = record["ultralytics_aug"]
+    assert aug["fliplr"] == aug["flipud"] == 0.0 and aug["erasing"] == 0.0
+    ultralytics_args = (run / "train" / "args.yaml").read_text()
+    assert "fliplr: 0.0" in ultralytics_args and "auto_augment: null" in ultralytics_args
     predict = yolo_predictor(run / "train" / "weights" / "best.pt")[2]
     for split in ("val", "test"):
         check_report(run / f"report-{split}", predict)

@@ -66,6 +66,7 @@ def yolo(
         True, help="Stain/lamp jitter on the raw field before preprocessing."
     ),
     copies: int = typer.Option(2, help="Jittered copies of each training field."),
+    flips: bool = typer.Option(True, help="Random horizontal and vertical flips (Ultralytics)."),
     balance: bool = typer.Option(True, help="Balance classes by flips up to the largest."),
     seed: int = typer.Option(0, help="Seed for the split, the jitter and training."),
     threads: int = typer.Option(None, help="CPU threads (default: all)."),
@@ -86,6 +87,7 @@ def yolo(
     from ..training.yolo import YOLO_AUG, build_imagefolder, train_yolo
 
     spec = Preprocess(input_mode=input_mode, segmentation=seg, size=imgsz)
+    no_flips = {} if flips else {"fliplr": 0.0, "flipud": 0.0}
     split_csv = split_for(out, split_csv, data, classes, seed)
     tree = out / "data"
     if not (resume and (tree / "train").is_dir()):
@@ -103,7 +105,7 @@ def yolo(
         "arch": arch,
         "preprocess": spec.to_dict(),
         "jitter": asdict(Jitter()) if jitter else None,
-        "ultralytics_aug": YOLO_AUG,
+        "ultralytics_aug": {**YOLO_AUG, **no_flips},
         "copies": copies if jitter else 0,
         "balance": balance,
         "epochs": epochs,
@@ -125,6 +127,7 @@ def yolo(
         device=device,
         workers=workers,
         resume=resume,
+        **no_flips,
     )
     err_console.print(f"best weights: {best}")
     from ..training.yolo import yolo_predictor
@@ -158,6 +161,7 @@ def keras(
         None, help="BatchNormalization momentum (Keras: 0.99; ~0.9 for short runs)."
     ),
     jitter: bool = typer.Option(True, help="Stain/lamp jitter on the raw field, on the fly."),
+    flips: bool = typer.Option(True, help="Random flips and quarter turns of training fields."),
     balance: bool = typer.Option(True, help="Balance classes by flips up to the largest."),
     seed: int = typer.Option(0, help="Seed for the split, the augmentation and training."),
     threads: int = typer.Option(None, help="CPU threads of the Keras backend (default: its own)."),
@@ -181,6 +185,7 @@ def keras(
             batch=batch,
             seed=seed,
             jitter_cfg=Jitter() if jitter else None,
+            flips=flips,
             balance=balance,
             threads=threads,
             weights=weights,

@@ -3,7 +3,7 @@
 Fields are read once into memory. Each training batch is made on the fly from
 the raw fields: the class-balancing flip (``balance_rows`` + ``apply_aug``),
 stain/lamp jitter of the raw field, ``prepare`` (the station's preprocessing),
-then one of the 8 flips/quarter turns (``dihedral``). Every random draw is
+then one of the 8 flips/quarter turns (``dihedral``, unless ``flips`` is off). Every random draw is
 seeded by (seed, epoch, batch), so a resumed run sees the same data as an
 uninterrupted one. Validation fields are prepared once, unaugmented.
 
@@ -92,7 +92,7 @@ def _prepare_all(rows, fields: _Fields, specs, names) -> np.ndarray | dict[str, 
     return _model_x([np.stack([prepare(f, s, m) for f, m in pairs]) for s in specs], names)
 
 
-def _train_batches(rows, fields, specs, names, labels, batch, seed, cfg, epoch, pool):
+def _train_batches(rows, fields, specs, names, labels, batch, seed, cfg, flips, epoch, pool):
     """Endless augmented training batches (input(s), int64 (B,) labels), epoch after epoch
     from ``epoch``, reshuffled each epoch. Each sample's draws are seeded by (seed, epoch,
     batch, row), so the ``pool`` threads that make a batch change nothing."""
@@ -102,7 +102,7 @@ def _train_batches(rows, fields, specs, names, labels, batch, seed, cfg, epoch, 
         field, mask = fields.get(rows[j])
         if cfg is not None:
             field = jitter(field, rng, cfg)
-        k = int(rng.integers(8))
+        k = int(rng.integers(8)) if flips else 0
         return [dihedral(prepare(field, spec, mask), k) for spec in specs]
 
     while True:
@@ -159,6 +159,7 @@ def train_keras(
     batch: int = 32,
     seed: int = 0,
     jitter_cfg: Jitter | None = Jitter(),
+    flips: bool = True,
     balance: bool = True,
     threads: int | None = None,
     weights: str | Path | None = None,
@@ -178,6 +179,7 @@ def train_keras(
     dual : the two-input model (``build_model(dual=True)``): inputs "field"
         (``spec``) and "masked" (the field outside the blast mask blacked out).
     jitter_cfg : stain/lamp jitter of the raw training fields (None: off).
+    flips : one of the 8 flips/quarter turns at random for each training sample.
     balance : flipped copies of the smaller classes up to the largest, per epoch.
     threads : TensorFlow CPU threads (default: TensorFlow's choice). The GPU is
         used when TensorFlow sees one.
@@ -216,6 +218,7 @@ def train_keras(
         "classes": classes,
         "preprocess": spec.to_dict(),
         "jitter": asdict(jitter_cfg) if jitter_cfg else None,
+        "flips": flips,
         "balance": balance,
         "epochs": epochs,
         "batch": batch,
@@ -273,7 +276,7 @@ def train_keras(
             model.fit(
                 _train_batches(
                     train_rows, fields, specs, names, labels, batch, seed, jitter_cfg,
-                    len(history), pool,
+                    flips, len(history), pool,
                 ),
                 steps_per_epoch=steps,
                 shuffle=False,  # the batches are shuffled, seeded, by _train_batches
