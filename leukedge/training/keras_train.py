@@ -184,9 +184,8 @@ def train_keras(
     threads : TensorFlow CPU threads (default: TensorFlow's choice). The GPU is
         used when TensorFlow sees one.
     weights, freeze, bn_momentum, alpha : ``build_model`` settings.
-    cosine : decay the learning rate from ``lr`` to 0 over the run (cosine);
-        without it, the validation accuracy of a from-scratch model swings from
-        epoch to epoch until the end.
+    cosine : decay the learning rate from ``lr`` to 0 over the run (cosine), so
+        the last epochs settle instead of stopping at full step size.
     resume : continue from ``last.keras`` and ``history.csv`` in ``out_dir``.
 
     Adam at ``lr``, sparse categorical cross-entropy; class ``i`` is the i-th
