@@ -6,7 +6,7 @@ import hashlib
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -98,10 +98,31 @@ class Source(ABC):
         self.close()
 
 
-def backoff_delay(failures: int, base: float, cap: float) -> float:
-    """Seconds to wait after the ``failures``-th failure in a row: ``base * 2**(failures-1)``,
-    at most ``cap``."""
-    return min(base * 2 ** (failures - 1), cap)
+class CameraSource(Source):
+    """A camera that is reopened after a failure, waiting ``backoff`` seconds doubled
+    with each failure in a row (at most ``max_backoff``), and given up after ``tries``
+    failures in a row: a final error frame ends the stream and sets ``failed``."""
+
+    def __init__(self, tries: int, backoff: float, max_backoff: float) -> None:
+        super().__init__()
+        self.tries, self.backoff, self.max_backoff = tries, backoff, max_backoff
+
+    def _failure(
+        self, name: str, n: int, problem: str, failures: int, give_up: str
+    ) -> Generator[Frame, None, bool]:
+        """Error frame ``name#n`` for the ``failures``-th failure in a row, then the
+        back-off wait; at ``tries``, the ``give_up`` error instead. True: stop."""
+        if failures >= self.tries:
+            self.failed = True
+            yield Frame(f"{name}#{n}", error=give_up)
+            return True
+        delay = min(self.backoff * 2 ** (failures - 1), self.max_backoff)
+        yield Frame(
+            f"{name}#{n}",
+            error=f"{name}: {problem} (failure {failures}/{self.tries}); retrying in {delay:g} s",
+        )
+        self.wait(delay)
+        return False
 
 
 def as_size(value: int | Sequence[int] | None) -> tuple[int, int] | None:

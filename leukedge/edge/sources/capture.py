@@ -8,14 +8,14 @@ from typing import Any
 
 import cv2
 
-from .base import Frame, Source, as_size, backoff_delay
+from .base import CameraSource, Frame, Source, as_size
 
 
 def _rgb(bgr) -> Any:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-class UsbSource(Source):
+class UsbSource(CameraSource):
     """Frames of ``cv2.VideoCapture(camera)``.
 
     A camera that gives no frame is released and reopened after a back-off of
@@ -39,9 +39,8 @@ class UsbSource(Source):
         max_backoff: float = 30.0,
         capture_factory: Callable[[int], Any] | None = None,
     ):
-        super().__init__()
+        super().__init__(tries, backoff, max_backoff)
         self.camera, self.size, self.count, self.interval = camera, as_size(size), count, interval
-        self.tries, self.backoff, self.max_backoff = tries, backoff, max_backoff
         self.capture_factory = capture_factory
 
     def _open(self) -> Any:
@@ -68,21 +67,13 @@ class UsbSource(Source):
                 cap.release()
                 cap = None
                 failures += 1
-                if failures >= self.tries:
-                    self.failed = True
-                    yield Frame(
-                        f"{name}#{n}",
-                        error=f"{name}: no frame from the camera {failures} times in a row; "
-                        "giving up (check the cable and that /dev/video* exists)",
-                    )
-                    return
-                delay = backoff_delay(failures, self.backoff, self.max_backoff)
-                yield Frame(
-                    f"{name}#{n}",
-                    error=f"{name}: no frame from the camera (failure {failures}/{self.tries}); "
-                    f"retrying in {delay:g} s",
+                problem = "no frame from the camera"
+                give_up = (
+                    f"{name}: {problem} {failures} times in a row; "
+                    "giving up (check the cable and that /dev/video* exists)"
                 )
-                self.wait(delay)
+                if (yield from self._failure(name, n, problem, failures, give_up)):
+                    return
         finally:
             if cap is not None:
                 cap.release()

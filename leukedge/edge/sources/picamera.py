@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Frame, Source, as_size, backoff_delay
+from .base import CameraSource, Frame, as_size
 
 
 def _picamera2_class() -> Callable[[int], Any]:
@@ -16,7 +16,7 @@ def _picamera2_class() -> Callable[[int], Any]:
     return Picamera2
 
 
-class Picamera2Source(Source):
+class Picamera2Source(CameraSource):
     """Frames of the RGB888 main stream of camera ``camera``.
 
     ``size`` is (width, height). After ``settle`` seconds of automatic exposure
@@ -43,10 +43,9 @@ class Picamera2Source(Source):
         max_backoff: float = 30.0,
         camera_factory: Callable[[int], Any] | None = None,
     ):
-        super().__init__()
+        super().__init__(tries, backoff, max_backoff)
         self.camera, self.size, self.settle = camera, as_size(size), settle
         self.count, self.interval = count, interval
-        self.tries, self.backoff, self.max_backoff = tries, backoff, max_backoff
         self.camera_factory = camera_factory
         self.locked_controls: dict[str, Any] | None = None
 
@@ -109,16 +108,6 @@ class Picamera2Source(Source):
             if problem is None:
                 return
             failures += 1
-            if failures >= self.tries:
-                self.failed = True
-                yield Frame(
-                    f"{name}#{n}", error=f"{name}: {problem}; giving up after {failures} tries"
-                )
+            give_up = f"{name}: {problem}; giving up after {failures} tries"
+            if (yield from self._failure(name, n, problem, failures, give_up)):
                 return
-            delay = backoff_delay(failures, self.backoff, self.max_backoff)
-            yield Frame(
-                f"{name}#{n}",
-                error=f"{name}: {problem} (failure {failures}/{self.tries}); "
-                f"retrying in {delay:g} s",
-            )
-            self.wait(delay)
