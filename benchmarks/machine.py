@@ -77,14 +77,21 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def _memory_gb() -> float | None:
+def proc_kib(path: str, key: str) -> int | None:
+    """The value of ``key:`` (kB) in a Linux ``/proc`` file such as ``/proc/meminfo``, or
+    None where there is no such file or line."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 2**20
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
     except OSError:
         pass
     return None
+
+
+def _memory_gb() -> float | None:
+    kib = proc_kib("/proc/meminfo", "MemTotal")
+    return None if kib is None else kib / 2**20
 
 
 def machine_facts() -> dict:

@@ -16,8 +16,8 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 
+from .machine import proc_kib
 from .spawn import child_main
 from .timing import Budget, time_calls
 
@@ -25,12 +25,8 @@ from .timing import Budget, time_calls
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process: ``VmHWM`` on Linux (``ru_maxrss`` there
     would include the parent's, inherited across ``exec``), else ``ru_maxrss``."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**10
-    except OSError:
-        pass
+    if (kib := proc_kib("/proc/self/status", "VmHWM")) is not None:
+        return kib / 2**10
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes vs KiB
 
