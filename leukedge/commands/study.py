@@ -47,23 +47,19 @@ def study(
         "yolo": [*common, "--copies", "3", "--batch", "64", "--workers", str(workers)],
         "keras": [*common, "--bn-momentum", "0.99"],
     }
-    epochs = {"yolo": epochs_yolo, "keras": epochs_keras}
+    epochs, ratios = {"yolo": epochs_yolo, "keras": epochs_keras}, None
     if quick:
-        from ..edge.synth import write_synth_dataset
-
         if split_csv is None and data is None:
-            from ..training.datasets import find_dataset
-            from ..training.split import make_split
+            from ..edge.synth import write_synth_dataset
 
-            write_synth_dataset(out / "data", 10, seed=seed, size=(64, 64))
-            make_split(find_dataset(out / "data"), out / "split", classes, seed, (0.6, 0.2, 0.2))
-            split_csv = out / "split" / "split.csv"
+            data, ratios = out / "data", (0.6, 0.2, 0.2)  # 2 test fields a class
+            write_synth_dataset(data, 10, seed=seed, size=(64, 64))
         imgsz, epochs = 64, {"yolo": 1, "keras": 1}
         extra = {
             "yolo": [*common, "--copies", "0", "--batch", "8"],
             "keras": [*common, "--bn-momentum", "0.9", "--batch", "8"],
         }
-    split_csv = split_for(out, split_csv, data, classes, seed)
+    split_csv = split_for(out, split_csv, data, classes, seed, ratios)
     try:
         result = run_study(split_csv, out, models=chosen, epochs=epochs, imgsz=imgsz, extra=extra)
     except RuntimeError as exc:

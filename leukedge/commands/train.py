@@ -33,8 +33,16 @@ def report_run(predictor, split_csv: Path, out: Path) -> None:
         err_console.print(f"{line}  -> {out / f'report-{split}' / 'report.md'}")
 
 
-def split_for(run_dir: Path, split_csv: Path | None, data: Path | None, classes: str, seed: int):
-    """The split.csv to train on: the given one, or a new leak-safe split of ``data``."""
+def split_for(
+    run_dir: Path,
+    split_csv: Path | None,
+    data: Path | None,
+    classes: str,
+    seed: int,
+    ratios: tuple[float, float, float] | None = None,
+):
+    """The split.csv to train on: the given one, or a new leak-safe split of ``data``
+    (``make_split``'s train/val/test ``ratios`` unless given)."""
     if split_csv is not None:
         return split_csv
     if data is None:
@@ -43,7 +51,8 @@ def split_for(run_dir: Path, split_csv: Path | None, data: Path | None, classes:
     from ..training.datasets import find_dataset
     from ..training.split import make_split
 
-    make_split(find_dataset(data), run_dir / "split", classes, seed)
+    extra = {"ratios": ratios} if ratios else {}
+    make_split(find_dataset(data), run_dir / "split", classes, seed, **extra)
     return run_dir / "split" / "split.csv"
 
 

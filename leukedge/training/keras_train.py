@@ -3,16 +3,17 @@
 Fields are read once into memory. Each training batch is made on the fly from
 the raw fields: the class-balancing flip (``balance_rows`` + ``apply_aug``),
 stain/lamp jitter of the raw field, ``prepare`` (the station's preprocessing),
-then one of the 8 flips/quarter turns (``dihedral``, unless ``flips`` is off). Every random draw is
-seeded by (seed, epoch, batch), so a resumed run sees the same data as an
-uninterrupted one. Validation fields are prepared once, unaugmented.
+then one of the 8 flips/quarter turns (``dihedral``, unless ``flips`` is off),
+by a thread pool. Each sample's random draws are seeded by (seed, epoch, batch,
+row), so a resumed run sees the same data as an uninterrupted one, whatever the
+thread count. Validation fields are prepared once, unaugmented.
 
 For the "mask" input mode and the dual model's "masked" input, each field's
 blast mask is segmented once, on the raw field, and flipped with it.
 
 A run folder holds ``best.keras`` (best validation accuracy), ``last.keras``
 (with optimizer state, for ``resume``), ``history.csv`` and the run record
-``leukedge_train.json``. TensorFlow is imported inside the functions.
+``leukedge_train.json``. Keras (and its backend) is imported inside the functions.
 """
 
 from __future__ import annotations

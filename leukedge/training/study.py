@@ -93,8 +93,8 @@ def count_params(weights: Path) -> int:
 
 def epochs_done(weights: Path) -> int:
     """Epochs a run finished, from its ``results.csv`` (YOLO) or ``history.csv`` (Keras)."""
-    log = weights.parent.parent / "results.csv" if weights.suffix == ".pt" else None
-    log = log or weights.parent / "history.csv"
+    pt = weights.suffix == ".pt"
+    log = weights.parent.parent / "results.csv" if pt else weights.parent / "history.csv"
     return max(0, len(log.read_text().strip().splitlines()) - 1) if log.is_file() else 0
 
 
