@@ -285,3 +285,27 @@ def test_eval_cli_on_tiny_bundle(tiny_bundle, synth_items, tmp_path):
     accuracy = np.mean([predicted[str(p)] == label for p, label in items])
     assert report["clean"]["accuracy"] == pytest.approx(accuracy)
     assert "accuracy" in res.output and "hue+8" in res.output
+
+
+def test_eval_record_keeps_the_figures_in_the_bundle(tiny_bundle, synth_items, tmp_path):
+    """``--record`` stores the headline figures in the manifest, keeps what was there,
+    and rewrites the hashes so the bundle still verifies."""
+    from leukedge.cli import app
+    from leukedge.edge.bundle import read_manifest, write_manifest
+    from leukedge.edge.model import load_model
+    from leukedge.training.report import headline
+
+    manifest = read_manifest(tiny_bundle)
+    manifest.pop("files")
+    write_manifest(tiny_bundle, {**manifest, "evaluation": {"split": "val", "accuracy": 0.5}})
+    root, _ = synth_items
+    json_out = tmp_path / "eval.json"
+    args = ["eval", "--model", str(tiny_bundle), "--data", str(root), "--json", str(json_out)]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--record"])
+    assert res.exit_code == 0, res.output
+    recorded = read_manifest(tiny_bundle)["evaluation"]
+    assert recorded["split"] == "val" and recorded["accuracy"] == 0.5
+    report = json.loads(json_out.read_text())
+    assert recorded["data"] == {**headline(report, "data"), "data": str(root)}
+    assert recorded["data"]["shifts"]["warm"]["accuracy"] == report["shifts"]["warm"]["accuracy"]
+    load_model(tiny_bundle)  # verifies every SHA-256 against the rewritten manifest

@@ -302,6 +302,33 @@ def test_resume_and_cli(trained, work, tmp_path):
 
 
 @pytest.mark.slow
+def test_fine_tuning_starts_from_the_trained_model(trained, work, tmp_path):
+    """``init`` copies a trained run's weights (at learning rate 0 nothing but the
+    BatchNorm statistics moves) and refuses a model trained for another input."""
+    import keras
+
+    from leukedge.training.keras_train import keras_preprocess, train_keras
+    from leukedge.training.runs import find_run_config
+
+    split, spec = trained["split"], trained["spec"]
+    best = train_keras(
+        split, tmp_path / "ft", spec=spec, epochs=1, batch=8, lr=0.0, init=trained["best"],
+        verbose=0, **TINY,
+    )  # fmt: skip
+    assert find_run_config(best)["init"] == str(trained["best"])
+    ours, theirs = (keras.models.load_model(p) for p in (best, trained["best"]))
+    learned = [(a, b) for a, b in zip(ours.weights, theirs.weights) if "moving" not in a.path]
+    assert len(learned) > 100
+    for a, b in learned:
+        np.testing.assert_array_equal(*map(keras.ops.convert_to_numpy, (a, b)), err_msg=a.path)
+    other = keras_preprocess("mobilenetv2", "field", size=SIZE)
+    with pytest.raises(ValueError, match=r"best\.keras: trained with preprocess="):
+        train_keras(split, tmp_path / "x", spec=other, epochs=1, init=trained["best"], **TINY)
+    with pytest.raises(ValueError, match="not both"):
+        train_keras(split, tmp_path / "y", init=trained["best"], weights=trained["best"])
+
+
+@pytest.mark.slow
 def test_dual_model_trains_exports_and_runs_at_the_edge(work):
     pytest.importorskip("tensorflow")
     import keras

@@ -144,6 +144,11 @@ def evaluate(
     backend: str = typer.Option("auto", "--backend", help="Bundles: auto, onnxruntime or litert."),
     threads: int | None = typer.Option(None, "--threads", help="Inference threads."),
     batch: int = typer.Option(32, "--batch", help="Fields per inference batch."),
+    record: bool = typer.Option(
+        False,
+        "--record",
+        help="Keep the figures in the bundle's manifest (evaluation.<split>; hashes rewritten).",
+    ),
 ) -> None:
     """Evaluate a model on labelled fields: accuracy, macro-F1, per-class sensitivity and
     specificity, calibration, colour shifts and the shortcut audit, with 95% bootstrap CIs."""
@@ -151,6 +156,8 @@ def evaluate(
     from ..training.report import write_report
 
     trained = _trained_predictor(model, threads)
+    if record and trained is not None:
+        _fail(f"{model}: --record writes into a bundle's manifest; this is a training run")
     name, model_classes, predict = trained or _bundle_predictor(model, backend, threads)
     items = _items(data, split_csv, split, classes, model_classes)
     ref = None
@@ -172,3 +179,22 @@ def evaluate(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text((out / "report.json").read_text())
     err_console.print(f"report: {out / 'report.md'}")
+    if record:
+        _record(model, result, split if split_csv is not None else "data", source, split_csv)
+
+
+def _record(model: str, result: dict, key: str, source: str, split_csv: Path | None) -> None:
+    """Store ``headline`` figures as ``evaluation[key]`` of the (verified) bundle ``model``."""
+    from ..edge.bundle import read_manifest, sha256_file, write_manifest
+    from ..edge.model import resolve_bundle
+    from ..training.report import headline
+
+    bundle = resolve_bundle(model)
+    manifest = read_manifest(bundle)
+    manifest.pop("files")
+    figures = {**headline(result, key), "data": source}
+    if split_csv is not None:
+        figures["data_sha256"] = sha256_file(split_csv)
+    manifest["evaluation"] = {**manifest.get("evaluation", {}), key: figures}
+    write_manifest(bundle, manifest)
+    err_console.print(f"recorded as evaluation.{key} in {bundle / 'leukedge.json'}")

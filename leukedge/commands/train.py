@@ -71,6 +71,12 @@ def yolo(
     epochs: int = typer.Option(30, help="Epochs."),
     imgsz: int = typer.Option(224, help="Input size in pixels."),
     batch: int = typer.Option(32, help="Batch size."),
+    lr: float = typer.Option(
+        None, help="AdamW learning rate, decayed linearly to 1% (default: Ultralytics' choice)."
+    ),
+    warmup: float = typer.Option(
+        3.0, help="Warm-up epochs (0 when fine-tuning trained --weights)."
+    ),
     jitter: bool = typer.Option(
         True, help="Stain/lamp jitter on the raw field before preprocessing."
     ),
@@ -97,6 +103,9 @@ def yolo(
 
     spec = Preprocess(input_mode=input_mode, segmentation=seg, size=imgsz)
     no_flips = {} if flips else {"fliplr": 0.0, "flipud": 0.0}
+    schedule = {"warmup_epochs": warmup}
+    if lr is not None:  # Ultralytics' optimizer "auto" ignores lr0
+        schedule |= {"optimizer": "AdamW", "lr0": lr}
     split_csv = split_for(out, split_csv, data, classes, seed)
     tree = out / "data"
     if not (resume and (tree / "train").is_dir()):
@@ -121,6 +130,7 @@ def yolo(
         "batch": batch,
         "seed": seed,
         "weights": str(weights) if weights else None,
+        "schedule": schedule,
     }
     write_run_config(out, config, split_csv)
     best = train_yolo(
@@ -136,6 +146,7 @@ def yolo(
         device=device,
         workers=workers,
         resume=resume,
+        **schedule,
         **no_flips,
     )
     err_console.print(f"best weights: {best}")
@@ -156,6 +167,9 @@ def keras(
     ),
     weights: Path = typer.Option(
         None, help="Local backbone weights (.h5/.weights.h5, no top); never downloaded."
+    ),
+    init: Path = typer.Option(
+        None, help="Trained .keras of a run to fine-tune (fresh optimizer and schedule)."
     ),
     freeze: bool = typer.Option(False, help="Keep the --weights backbone fixed."),
     input_mode: str = typer.Option("field-wb", "--input", help=INPUT_HELP),
@@ -198,6 +212,7 @@ def keras(
             balance=balance,
             threads=threads,
             weights=weights,
+            init=init,
             freeze=freeze,
             bn_momentum=bn_momentum,
             alpha=alpha,

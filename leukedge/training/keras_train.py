@@ -116,6 +116,24 @@ def _train_batches(rows, fields, specs, names, labels, batch, seed, cfg, flips, 
         epoch += 1
 
 
+def _load_init(model, init: Path, config: dict) -> None:
+    """Copy the weights of the trained model ``init`` into ``model`` (built from ``config``),
+    refusing a model trained for other inputs, classes or preprocessing."""
+    import keras
+
+    from .runs import find_run_config
+
+    if not init.is_file():
+        raise FileNotFoundError(f"{init}: no such model to start from")
+    theirs = find_run_config(init)
+    if theirs is None:
+        raise ValueError(f"{init}: no leukedge_train.json run record beside it")
+    for key in ("arch", "alpha", "inputs", "classes", "preprocess"):
+        if theirs.get(key) != config[key]:
+            raise ValueError(f"{init}: trained with {key}={theirs.get(key)!r}, not {config[key]!r}")
+    model.set_weights(keras.models.load_model(init).get_weights())
+
+
 def _history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -164,6 +182,7 @@ def train_keras(
     balance: bool = True,
     threads: int | None = None,
     weights: str | Path | None = None,
+    init: str | Path | None = None,
     freeze: bool = False,
     bn_momentum: float | None = None,
     alpha: float = 1.0,
@@ -185,6 +204,9 @@ def train_keras(
     threads : TensorFlow CPU threads (default: TensorFlow's choice). The GPU is
         used when TensorFlow sees one.
     weights, freeze, bn_momentum, alpha : ``build_model`` settings.
+    init : a trained ``.keras`` of another run (same arch, inputs, classes and
+        preprocessing) whose weights start this one: fine-tuning, with a fresh
+        optimizer and schedule and this run's ``bn_momentum``.
     cosine : decay the learning rate from ``lr`` to 0 over the run (cosine), so
         the last epochs settle instead of stopping at full step size.
     resume : continue from ``last.keras`` and ``history.csv`` in ``out_dir``.
@@ -194,6 +216,8 @@ def train_keras(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if init is not None and weights is not None:
+        raise ValueError("give backbone weights or a trained model to start from (init), not both")
     _configure(threads)
     import keras
 
@@ -226,6 +250,7 @@ def train_keras(
         "lr": lr,
         "cosine": cosine,
         "weights": str(weights) if weights else None,
+        "init": str(init) if init else None,
         "freeze": freeze,
         "bn_momentum": bn_momentum,
     }
@@ -251,6 +276,8 @@ def train_keras(
             bn_momentum=bn_momentum,
             alpha=alpha,
         )
+        if init is not None:
+            _load_init(model, Path(init), config)
         model.compile(
             optimizer=keras.optimizers.Adam(
                 keras.optimizers.schedules.CosineDecay(lr, epochs * steps) if cosine else lr

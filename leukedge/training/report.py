@@ -132,6 +132,23 @@ def evaluate(
     return result
 
 
+def headline(result: dict, split: str) -> dict:
+    """The figures of an ``evaluate`` result that a bundle manifest keeps
+    (``evaluation.<split>``): n, accuracy with its interval, macro-F1, ECE, each
+    shift's accuracy with its interval, the worst shift and the shortcut audit."""
+    clean = result["clean"]
+    out = {"split": split, "n": result["n"]}
+    out |= {k: clean[k] for k in ("accuracy", "accuracy_ci", "macro_f1", "ece")}
+    out["shifts"] = {
+        name: {k: m[k] for k in ("accuracy", "accuracy_ci")}
+        for name, m in result["shifts"].items()
+    }
+    out["worst_shift"] = result["worst_shift"]
+    if "shortcut" in result:
+        out["shortcut"] = {k: result["shortcut"][k] for k in ("accuracy", "accuracy_ci", "chance")}
+    return out
+
+
 def _f(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
