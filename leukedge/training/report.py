@@ -140,8 +140,7 @@ def headline(result: dict, split: str) -> dict:
     out = {"split": split, "n": result["n"]}
     out |= {k: clean[k] for k in ("accuracy", "accuracy_ci", "macro_f1", "ece")}
     out["shifts"] = {
-        name: {k: m[k] for k in ("accuracy", "accuracy_ci")}
-        for name, m in result["shifts"].items()
+        name: {k: m[k] for k in ("accuracy", "accuracy_ci")} for name, m in result["shifts"].items()
     }
     out["worst_shift"] = result["worst_shift"]
     if "shortcut" in result:
