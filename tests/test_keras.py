@@ -324,6 +324,7 @@ def test_fine_tuning_starts_from_the_trained_model(trained, work, tmp_path):
     other = keras_preprocess("mobilenetv2", "field", size=SIZE)
     with pytest.raises(ValueError, match=r"best\.keras: trained with preprocess="):
         train_keras(split, tmp_path / "x", spec=other, epochs=1, init=trained["best"], **TINY)
+    assert not (tmp_path / "x").exists()  # refused before any run record is written
     with pytest.raises(ValueError, match="not both"):
         train_keras(split, tmp_path / "y", init=trained["best"], weights=trained["best"])
 

@@ -116,11 +116,9 @@ def _train_batches(rows, fields, specs, names, labels, batch, seed, cfg, flips, 
         epoch += 1
 
 
-def _load_init(model, init: Path, config: dict) -> None:
-    """Copy the weights of the trained model ``init`` into ``model`` (built from ``config``),
-    refusing a model trained for other inputs, classes or preprocessing."""
-    import keras
-
+def _check_init(init: Path, config: dict) -> None:
+    """Refuse a model to start from that is missing or was trained (run record beside it)
+    for other inputs, classes or preprocessing than ``config``."""
     from .runs import find_run_config
 
     if not init.is_file():
@@ -131,7 +129,6 @@ def _load_init(model, init: Path, config: dict) -> None:
     for key in ("arch", "alpha", "inputs", "classes", "preprocess"):
         if theirs.get(key) != config[key]:
             raise ValueError(f"{init}: trained with {key}={theirs.get(key)!r}, not {config[key]!r}")
-    model.set_weights(keras.models.load_model(init).get_weights())
 
 
 def _history(path: Path) -> list[dict]:
@@ -254,6 +251,8 @@ def train_keras(
         "freeze": freeze,
         "bn_momentum": bn_momentum,
     }
+    if init is not None:  # before anything is written or read
+        _check_init(Path(init), config)
     write_run_config(out_dir, config, split_csv)
     fields = _Fields(train + val, spec, any(s.input_mode == "mask" for s in specs))
     x_val = _prepare_all(val, fields, specs, names)
@@ -277,7 +276,7 @@ def train_keras(
             alpha=alpha,
         )
         if init is not None:
-            _load_init(model, Path(init), config)
+            model.set_weights(keras.models.load_model(init).get_weights())
         model.compile(
             optimizer=keras.optimizers.Adam(
                 keras.optimizers.schedules.CosineDecay(lr, epochs * steps) if cosine else lr
