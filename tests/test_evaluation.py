@@ -309,3 +309,17 @@ def test_eval_record_keeps_the_figures_in_the_bundle(tiny_bundle, synth_items, t
     assert recorded["data"] == {**headline(report, "data"), "data": str(root)}
     assert recorded["data"]["shifts"]["warm"]["accuracy"] == report["shifts"]["warm"]["accuracy"]
     load_model(tiny_bundle)  # verifies every SHA-256 against the rewritten manifest
+
+
+def test_eval_record_refuses_a_training_run_before_loading_it(tmp_path):
+    """``--record`` on a run folder is refused up front (the run's model is not even read:
+    this one is not a loadable model at all)."""
+    from leukedge.cli import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.keras").write_bytes(b"not a model")
+    args = ["eval", "--model", str(run), "--data", str(tmp_path), "--record"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    assert "this is a training run" in res.output and str(run) in res.output

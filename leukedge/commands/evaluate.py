@@ -18,27 +18,34 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _trained_predictor(model: str, threads: int | None):
-    """(name, classes, predict) for a training run: a YOLO ``.pt``, a Keras ``.keras``
-    or a run folder holding either; None when ``model`` is none of these."""
+def _trained_file(model: str) -> Path | None:
+    """The YOLO ``.pt`` or Keras ``.keras`` of a training run (``model`` is either file or
+    a run folder holding one); None when ``model`` is none of these."""
     path = Path(model)
-    if path.suffix in (".pt", ".keras") and not path.is_file():
-        _fail(f"{path}: no such file")
-    runs = (path / "weights" / "best.pt", path / "train" / "weights" / "best.pt")
-    pt = path if path.suffix == ".pt" else next((p for p in runs if p.is_file()), None)
-    if pt is not None:
+    if path.suffix in (".pt", ".keras"):
+        if not path.is_file():
+            _fail(f"{path}: no such file")
+        return path
+    runs = (
+        path / "weights" / "best.pt",
+        path / "train" / "weights" / "best.pt",
+        path / "best.keras",
+    )
+    return next((p for p in runs if p.is_file()), None)
+
+
+def _trained_predictor(path: Path, threads: int | None):
+    """(name, classes, predict) for a training run's ``.pt`` or ``.keras``."""
+    if path.suffix == ".pt":
         from ..training.yolo import yolo_predictor
 
-        return yolo_predictor(pt, threads)
-    keras_file = path if path.suffix == ".keras" else path / "best.keras"
-    if keras_file.is_file():
-        from ..training.keras_train import keras_predictor
+        return yolo_predictor(path, threads)
+    from ..training.keras_train import keras_predictor
 
-        try:
-            return keras_predictor(keras_file)
-        except ValueError as exc:
-            _fail(str(exc))
-    return None
+    try:
+        return keras_predictor(path)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 def _bundle_predictor(model: str, backend: str, threads: int | None):
@@ -155,10 +162,13 @@ def evaluate(
     from ..training.report import evaluate as run_evaluation
     from ..training.report import write_report
 
-    trained = _trained_predictor(model, threads)
+    trained = _trained_file(model)
     if record and trained is not None:
         _fail(f"{model}: --record writes into a bundle's manifest; this is a training run")
-    name, model_classes, predict = trained or _bundle_predictor(model, backend, threads)
+    if trained is not None:
+        name, model_classes, predict = _trained_predictor(trained, threads)
+    else:
+        name, model_classes, predict = _bundle_predictor(model, backend, threads)
     items = _items(data, split_csv, split, classes, model_classes)
     ref = None
     if reference is not None:
