@@ -21,17 +21,14 @@ def _fail(message: str) -> NoReturn:
 def _trained_file(model: str) -> Path | None:
     """The YOLO ``.pt`` or Keras ``.keras`` of a training run (``model`` is either file or
     a run folder holding one); None when ``model`` is none of these."""
+    from ..training.runs import weights_of
+
     path = Path(model)
     if path.suffix in (".pt", ".keras"):
         if not path.is_file():
             _fail(f"{path}: no such file")
         return path
-    runs = (
-        path / "weights" / "best.pt",
-        path / "train" / "weights" / "best.pt",
-        path / "best.keras",
-    )
-    return next((p for p in runs if p.is_file()), None)
+    return weights_of(path)
 
 
 def _trained_predictor(path: Path, threads: int | None):

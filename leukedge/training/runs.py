@@ -40,3 +40,15 @@ def find_run_config(path: str | Path) -> dict | None:
         if candidate.is_file():
             return json.loads(candidate.read_text())
     return None
+
+
+def weights_of(run: str | Path) -> Path | None:
+    """The best weights a ``leukedge train`` run folder holds (YOLO ``train/weights/best.pt``,
+    or ``weights/best.pt`` when given Ultralytics' own folder; Keras ``best.keras``), or None."""
+    run = Path(run)
+    candidates = (
+        run / "weights" / "best.pt",
+        run / "train" / "weights" / "best.pt",
+        run / "best.keras",
+    )
+    return next((p for p in candidates if p.is_file()), None)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..console import err_console
 from ..edge.shifts import SHIFTS
 from ..progress import progress_bar
+from .runs import weights_of
 
 KERAS_WEIGHTS = "model.weights.h5"  # inside a .keras file
 
@@ -56,14 +57,6 @@ STUDY_MODELS = (
         None,
     ),
 )
-
-
-def weights_of(run: Path) -> Path | None:
-    """The best weights a ``leukedge train`` run folder holds, or None."""
-    for path in (run / "train" / "weights" / "best.pt", run / "best.keras"):
-        if path.is_file():
-            return path
-    return None
 
 
 def count_params(weights: Path) -> int:
