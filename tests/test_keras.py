@@ -304,18 +304,24 @@ def test_resume_and_cli(trained, work, tmp_path):
 @pytest.mark.slow
 def test_fine_tuning_starts_from_the_trained_model(trained, work, tmp_path):
     """``init`` copies a trained run's weights (at learning rate 0 nothing but the
-    BatchNorm statistics moves) and refuses a model trained for another input."""
+    BatchNorm statistics moves), also to adapt it to another white point, and refuses a
+    model trained for another input."""
+    from dataclasses import replace
+
     import keras
 
     from leukedge.training.keras_train import keras_preprocess, train_keras
     from leukedge.training.runs import find_run_config
 
     split, spec = trained["split"], trained["spec"]
+    moved = replace(spec, white_point="local-max")
     best = train_keras(
-        split, tmp_path / "ft", spec=spec, epochs=1, batch=8, lr=0.0, init=trained["best"],
+        split, tmp_path / "ft", spec=moved, epochs=1, batch=8, lr=0.0, init=trained["best"],
         verbose=0, **TINY,
     )  # fmt: skip
-    assert find_run_config(best)["init"] == str(trained["best"])
+    record = find_run_config(best)
+    assert record["init"] == str(trained["best"])
+    assert record["preprocess"]["white_point"] == "local-max"
     ours, theirs = (keras.models.load_model(p) for p in (best, trained["best"]))
     learned = [(a, b) for a, b in zip(ours.weights, theirs.weights) if "moving" not in a.path]
     assert len(learned) > 100

@@ -24,6 +24,38 @@ def test_white_balanced_view_cancels_lamp_colour_and_brightness(field):
     assert wb < plain / 4
 
 
+def test_white_point_ignores_glare_where_a_local_maximum_does_not(field):
+    """Real fields have a few saturated glare pixels: the white point (a median of the
+    bright pixels) still follows a warm lamp; the local maximum stays at 255 and the
+    lamp's colour passes through to the model."""
+    from leukedge.edge.illumination import white_point
+
+    rgb = field[0].copy()
+    for y in range(8, 224, 40):
+        for x in range(8, 224, 40):
+            rgb[y : y + 8, x : x + 8] = 255  # specks of glare
+    warm = np.clip(rgb * np.array([1.08, 1.0, 0.92]) + 0.5, 0, 255).astype(np.uint8)
+    ratio = white_point(warm) / white_point(rgb)
+    np.testing.assert_allclose(ratio, [1.08, 1.0, 0.92], atol=0.01)
+    diff = {
+        wp: np.abs(
+            model_view(warm, "field-wb", white_point=wp).astype(float)
+            - model_view(rgb, "field-wb", white_point=wp)
+        ).mean(axis=(0, 1))
+        for wp in ("bright-median", "local-max")
+    }
+    assert diff["bright-median"].max() < 2.0
+    assert diff["local-max"][0] > 8 * diff["bright-median"][0]  # red: glare pins it at 255
+
+
+def test_manifests_without_a_white_point_keep_the_local_maximum():
+    old = {k: v for k, v in Preprocess().to_dict().items() if k != "white_point"}
+    assert Preprocess.from_dict(old).white_point == "local-max"
+    assert Preprocess.from_dict(Preprocess().to_dict()).white_point == "bright-median"
+    with pytest.raises(ValueError, match="white point"):
+        Preprocess(white_point="max")
+
+
 def test_mask_view_blacks_out_everything_but_the_mask(field):
     rgb, mask = field
     view = model_view(rgb, "mask", mask)

@@ -11,6 +11,11 @@ from ..console import err_console
 app = typer.Typer(help="Train classifiers (offline: nothing is downloaded).", no_args_is_help=True)
 
 INPUT_HELP = "Model input: field, field-wb (white-balanced field) or mask (reference notebook)."
+WHITE_POINT = typer.Option(
+    "bright-median",
+    "--white-point",
+    help="How field-wb finds the background: bright-median, or local-max (the 0.1 models).",
+)
 # The data options of every command that trains (train yolo/keras, study).
 SPLIT_CSV = typer.Option(None, "--split-csv", help="split.csv from `leukedge data split`.")
 DATA = typer.Option(None, "--data", help="Data folder to split when no --split-csv.")
@@ -67,6 +72,7 @@ def yolo(
     ),
     weights: Path = typer.Option(None, help="Local .pt to initialise from (never downloaded)."),
     input_mode: str = typer.Option("field-wb", "--input", help=INPUT_HELP),
+    white_point: str = WHITE_POINT,
     seg: str = typer.Option("robust", help="Segmentation for the mask input: reference or robust."),
     epochs: int = typer.Option(30, help="Epochs."),
     imgsz: int = typer.Option(224, help="Input size in pixels."),
@@ -101,7 +107,7 @@ def yolo(
     from ..training.runs import write_run_config
     from ..training.yolo import YOLO_AUG, build_imagefolder, train_yolo
 
-    spec = Preprocess(input_mode=input_mode, segmentation=seg, size=imgsz)
+    spec = Preprocess(input_mode=input_mode, segmentation=seg, size=imgsz, white_point=white_point)
     no_flips = {} if flips else {"fliplr": 0.0, "flipud": 0.0}
     schedule = {"warmup_epochs": warmup}
     if lr is not None:  # Ultralytics' optimizer "auto" ignores lr0
@@ -173,6 +179,7 @@ def keras(
     ),
     freeze: bool = typer.Option(False, help="Keep the --weights backbone fixed."),
     input_mode: str = typer.Option("field-wb", "--input", help=INPUT_HELP),
+    white_point: str = WHITE_POINT,
     seg: str = typer.Option("robust", help="Segmentation for mask inputs: reference or robust."),
     epochs: int = typer.Option(30, help="Epochs."),
     imgsz: int = typer.Option(224, help="Input size in pixels."),
@@ -196,7 +203,7 @@ def keras(
     from ..training.keras_train import keras_preprocess, train_keras
 
     try:
-        spec = keras_preprocess(arch, input_mode, seg, imgsz)
+        spec = keras_preprocess(arch, input_mode, seg, imgsz, white_point)
         split_csv = split_for(out, split_csv, data, classes, seed)
         best = train_keras(
             split_csv,

@@ -1,10 +1,12 @@
 """Flat-field and stain-contrast normalisation of smear fields (numpy + OpenCV only).
 
 A smear field is a stain image on a bright, often tinted and unevenly lit background.
-``normalise_illumination`` divides every channel by the local bright background, so the
-background becomes neutral white whatever the lamp colour or gradient, then raises a pale
-(weakly stained) field's contrast with a power law, which scales optical density
-(Beer-Lambert) by a constant gain.
+``white_balance`` scales each channel so the field's background (the median of its
+brightest pixels) becomes white: a lamp's colour and brightness cancel even where glare
+saturates a few pixels. ``normalise_illumination`` (for segmentation) divides every
+channel by the local bright background, so the background becomes neutral white whatever
+the lamp colour or gradient, then raises a pale (weakly stained) field's contrast with a
+power law, which scales optical density (Beer-Lambert) by a constant gain.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import numpy as np
 
 #: The background is estimated on a copy about this many pixels on its short side.
 COARSE_SIDE = 56
+#: Share of a field's pixels, the brightest by mean of R, G and B, that ``white_point``
+#: takes as its background (cells and red cells cover the rest).
+BRIGHT_SHARE = 0.4
 #: Max-filter window for the background, as a fraction of the field's short side;
 #: it must exceed the largest cell so every window holds some background.
 BACKGROUND_WINDOW = 0.25
@@ -21,6 +26,32 @@ BACKGROUND_WINDOW = 0.25
 TARGET_OD = 1.0
 #: Largest contrast gain applied to a pale field (limits noise amplification).
 MAX_GAIN = 4.0
+
+
+def _coarse(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """An area-averaged copy about ``COARSE_SIDE`` px on its short side, and the factor."""
+    h, w = rgb.shape[:2]
+    f = max(1, min(h, w) // COARSE_SIDE)
+    return cv2.resize(rgb, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA), f
+
+
+def white_point(rgb: np.ndarray, share: float = BRIGHT_SHARE) -> np.ndarray:
+    """The colour of a field's background: float32 (3,) R, G, B in (0, 255].
+
+    The per-channel median of the brightest ``share`` of the pixels of a coarse copy; a
+    median, so a few saturated glare pixels do not set it (a maximum would be 255 on
+    most real fields, and a lamp change would then not cancel).
+    """
+    px = _coarse(rgb)[0].reshape(-1, 3).astype(np.float32)
+    bright = px.mean(axis=1)
+    chosen = px[bright >= np.quantile(bright, 1.0 - share)]
+    return np.maximum(np.median(chosen, axis=0), 1.0)
+
+
+def white_balance(rgb: np.ndarray, share: float = BRIGHT_SHARE) -> np.ndarray:
+    """uint8 (H, W, 3) field with each channel scaled so its ``white_point`` becomes 255."""
+    gain = np.float32(255.0) / white_point(rgb, share)
+    return np.clip(rgb * gain + np.float32(0.5), 0, 255).astype(np.uint8)
 
 
 def background(rgb: np.ndarray, window: float = BACKGROUND_WINDOW) -> np.ndarray:
@@ -37,8 +68,7 @@ def background(rgb: np.ndarray, window: float = BACKGROUND_WINDOW) -> np.ndarray
     coarse copy, box-smoothed, upsampled bilinearly).
     """
     h, w = rgb.shape[:2]
-    f = max(1, min(h, w) // COARSE_SIDE)
-    coarse = cv2.resize(rgb, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    coarse, f = _coarse(rgb)
     k = max(3, int(round(window * min(h, w) / f)) | 1)
     bg = cv2.dilate(coarse, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     bg = cv2.blur(bg, (k, k))

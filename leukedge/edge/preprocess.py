@@ -3,7 +3,10 @@
 Input modes:
 - ``field``: the whole RGB field;
 - ``field-wb``: the field divided by its bright background, per channel
-  (removes lamp colour and brightness);
+  (removes lamp colour and brightness); ``white_point`` says how the background is
+  found: ``bright-median`` (``illumination.white_balance``, the default) or
+  ``local-max`` (``illumination.flat_field``: a local maximum, which glare pins at 255
+  on most real fields; bundles made before ``white_point`` existed used it);
 - ``mask``: the reference notebook's input, the field with everything outside the
   blast mask set to black.
 
@@ -20,10 +23,11 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .illumination import flat_field
+from .illumination import flat_field, white_balance
 from .segment import segment
 
 INPUT_MODES = ("field", "field-wb", "mask")
+WHITE_POINTS = ("bright-median", "local-max")
 
 
 @dataclass(frozen=True)
@@ -36,31 +40,42 @@ class Preprocess:
     layout: str = "NCHW"
     scale: float = 1 / 255
     offset: float = 0.0
+    white_point: str = "bright-median"
 
     def __post_init__(self):
         if self.input_mode not in INPUT_MODES:
             raise ValueError(f"unknown input mode {self.input_mode!r}; choose {INPUT_MODES}")
         if self.layout not in ("NCHW", "NHWC"):
             raise ValueError(f"unknown layout {self.layout!r}; choose NCHW or NHWC")
+        if self.white_point not in WHITE_POINTS:
+            raise ValueError(f"unknown white point {self.white_point!r}; choose {WHITE_POINTS}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
+        """Settings from a manifest; one written before ``white_point`` existed used local-max."""
+        d = {"white_point": "local-max"} | d
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def model_view(field: np.ndarray, mode: str, mask: np.ndarray | None = None, seg: str = "robust"):
+def model_view(
+    field: np.ndarray,
+    mode: str,
+    mask: np.ndarray | None = None,
+    seg: str = "robust",
+    white_point: str = "bright-median",
+):
     """The RGB uint8 (H, W, 3) image a model gets for ``field`` under an input mode.
 
     ``mask`` (bool (H, W)) is used by the "mask" mode; it is computed with
-    ``segment(field, seg)`` when not given.
+    ``segment(field, seg)`` when not given. ``white_point`` is used by "field-wb".
     """
     if mode == "field":
         return field
     if mode == "field-wb":
-        return flat_field(field)
+        return white_balance(field) if white_point == "bright-median" else flat_field(field)
     if mode == "mask":
         if mask is None:
             mask = segment(field, mode=seg).mask
@@ -82,7 +97,9 @@ def resize_crop(rgb: np.ndarray, size: int) -> np.ndarray:
 
 def view(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3) field -> the uint8 (S, S, 3) image the model sees, before scaling."""
-    return resize_crop(model_view(field, spec.input_mode, mask, spec.segmentation), spec.size)
+    return resize_crop(
+        model_view(field, spec.input_mode, mask, spec.segmentation, spec.white_point), spec.size
+    )
 
 
 def prepare(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) -> np.ndarray:

@@ -43,10 +43,16 @@ from .split import Row, apply_aug, balance_rows, read_split
 BEST, LAST, HISTORY = "best.keras", "last.keras", "history.csv"
 
 
-def keras_preprocess(arch: str, input_mode: str = "field-wb", seg: str = "robust", size: int = 224):
+def keras_preprocess(
+    arch: str,
+    input_mode: str = "field-wb",
+    seg: str = "robust",
+    size: int = 224,
+    white_point: str = "bright-median",
+):
     """The ``Preprocess`` a Keras ``arch`` takes: NHWC, scaled as ``arch_scaling`` says."""
     scale, offset = arch_scaling(arch)
-    return Preprocess(input_mode, seg, size, "NHWC", scale, offset)
+    return Preprocess(input_mode, seg, size, "NHWC", scale, offset, white_point)
 
 
 def _check_preprocess(spec: Preprocess, arch: str, dual: bool) -> None:
@@ -127,8 +133,19 @@ def _check_init(init: Path, config: dict) -> None:
     if theirs is None:
         raise ValueError(f"{init}: no leukedge_train.json run record beside it")
     for key in ("arch", "alpha", "inputs", "classes", "preprocess"):
-        if theirs.get(key) != config[key]:
+        mine, other = config[key], theirs.get(key)
+        if key == "preprocess" and other is not None:
+            # Another white point only moves colours (as the jitter does): fine-tuning may
+            # adapt a model to it.
+            mine, other = (_but_white_point(p) for p in (mine, other))
+        if other != mine:
             raise ValueError(f"{init}: trained with {key}={theirs.get(key)!r}, not {config[key]!r}")
+
+
+def _but_white_point(preprocess: dict) -> dict:
+    d = Preprocess.from_dict(preprocess).to_dict()
+    del d["white_point"]
+    return d
 
 
 def _history(path: Path) -> list[dict]:
