@@ -242,6 +242,10 @@ def test_cli_export(trained, tmp_path):
     res = runner.invoke(app, ["export", str(run), "--to", "onnx,tflite", "--out", str(out)])
     assert res.exit_code == 2 and "not implemented" in res.output
 
+    for missing, problem in ((tmp_path / "gone.pt", "no such file"), (tmp_path, "neither")):
+        res = runner.invoke(app, ["export", str(missing)])
+        assert res.exit_code == 2 and problem in res.output and missing.name in res.output
+
     lone = shutil.copy(trained["pt"], tmp_path / "best.pt")
     res = runner.invoke(app, ["export", str(lone), "--out", str(out)])
     assert res.exit_code == 2 and "--split-csv" in res.output

@@ -21,14 +21,12 @@ def _fail(message: str) -> NoReturn:
 def _trained_file(model: str) -> Path | None:
     """The YOLO ``.pt`` or Keras ``.keras`` of a training run (``model`` is either file or
     a run folder holding one); None when ``model`` is none of these."""
-    from ..training.runs import weights_of
+    from ..training.runs import trained_model
 
-    path = Path(model)
-    if path.suffix in (".pt", ".keras"):
-        if not path.is_file():
-            _fail(f"{path}: no such file")
-        return path
-    return weights_of(path)
+    try:
+        return trained_model(model)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
 
 
 def _trained_predictor(path: Path, threads: int | None):

@@ -25,29 +25,22 @@ def _formats(text: str) -> list[str]:
     return formats
 
 
-def _keras_model(run: Path) -> Path | None:
-    """``run`` if it is a .keras file, else the ``best.keras`` of a Keras run folder, or None."""
-    from ..training.runs import find_run_config
+def _trained(run: Path) -> Path:
+    """The model file to export: ``run`` itself (.pt or .keras) or a run folder's best."""
+    from ..training.runs import find_run_config, trained_model
 
-    if run.suffix == ".keras":
-        if not run.is_file():
-            _fail(f"{run}: no such file")
-        return run
-    if (run / "best.keras").is_file():
-        return run / "best.keras"
+    try:
+        model = trained_model(run)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    if model is not None:
+        return model
     if run.is_dir() and (find_run_config(run) or {}).get("family") == "keras":
         _fail(f"{run}: a Keras run without best.keras (has its first epoch finished?)")
-    return None
-
-
-def _weights(run: Path) -> Path:
-    """``run`` if it is a .pt file, else ``weights/best.pt`` in the run folder or one below it."""
-    if run.is_file() and run.suffix == ".pt":
-        return run
-    found = sorted(run.glob("weights/best.pt")) + sorted(run.glob("*/weights/best.pt"))
-    if not found:
-        _fail(f"{run}: neither a .pt file nor a training run folder with weights/best.pt")
-    return found[0]
+    _fail(
+        f"{run}: neither a .pt or .keras file nor a training run folder "
+        "with weights/best.pt, train/weights/best.pt or best.keras"
+    )
 
 
 def _split_csv(record: dict, run_dir: Path) -> Path | None:
@@ -107,13 +100,14 @@ def export(
     from ..edge.preprocess import Preprocess
     from ..training.runs import find_run_config
 
-    keras_path = _keras_model(run)
+    model = _trained(run)
+    keras_path = model if model.suffix == ".keras" else None
     formats = _formats(to or ("tflite,onnx" if keras_path else "onnx"))
     onnx_int8 = {"per_channel": per_channel, "activation": activation, "method": method}
     given = {"input_mode": input_mode, "segmentation": segmentation, "size": imgsz}
     given = {k: v for k, v in given.items() if v}
     if keras_path is not None:
-        model, run_folder = keras_path, keras_path.parent
+        run_folder = keras_path.parent
         record = find_run_config(keras_path) or {}
         if "preprocess" not in record:
             _fail(f"no run record with the preprocessing of {keras_path} (leukedge_train.json)")
@@ -126,12 +120,12 @@ def export(
             )
         from ..export.bundle_yolo import run_dir, training_config
 
-        model = _weights(run)
         run_folder = run_dir(model)
         record = find_run_config(model) or {}
         recorded = record.get("preprocess") or {
             "input_mode": "field",
             "size": training_config(model).get("imgsz", 224),
+            "white_point": "bright-median",
         }
     split_csv = split_csv or _split_csv(record, run_folder)
     if split_csv is None:

@@ -52,3 +52,17 @@ def weights_of(run: str | Path) -> Path | None:
         run / "best.keras",
     )
     return next((p for p in candidates if p.is_file()), None)
+
+
+def trained_model(path: str | Path) -> Path | None:
+    """The model file of a training run: ``path`` itself when it is a ``.pt`` or ``.keras``
+    file, else ``weights_of(path)``; None when ``path`` is neither.
+
+    Raises FileNotFoundError for a ``.pt`` or ``.keras`` path that does not exist.
+    """
+    path = Path(path)
+    if path.suffix in (".pt", ".keras"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        return path
+    return weights_of(path)
