@@ -122,11 +122,12 @@ def export(
 
         run_folder = run_dir(model)
         record = find_run_config(model) or {}
-        recorded = record.get("preprocess") or {
-            "input_mode": "field",
-            "size": training_config(model).get("imgsz", 224),
-            "white_point": "bright-median",
-        }
+        recorded = (
+            record.get("preprocess")
+            or Preprocess(
+                input_mode="field", size=training_config(model).get("imgsz", 224)
+            ).to_dict()
+        )
     split_csv = split_csv or _split_csv(record, run_folder)
     if split_csv is None:
         _fail(f"no split.csv recorded for {model} or found next to it; pass --split-csv")
