@@ -7,12 +7,13 @@ from pathlib import Path
 import typer
 
 from ..console import err_console
+from ..edge.preprocess import DEFAULT_WHITE_POINT
 
 app = typer.Typer(help="Train classifiers (offline: nothing is downloaded).", no_args_is_help=True)
 
 INPUT_HELP = "Model input: field, field-wb (white-balanced field) or mask (reference notebook)."
 WHITE_POINT = typer.Option(
-    "bright-median",
+    DEFAULT_WHITE_POINT,
     "--white-point",
     help="How field-wb finds the background: bright-median, or local-max (the 0.1 models).",
 )

@@ -27,7 +27,10 @@ from .illumination import flat_field, white_balance
 from .segment import segment
 
 INPUT_MODES = ("field", "field-wb", "mask")
-WHITE_POINTS = ("bright-median", "local-max")
+# White point name -> the function that divides a field by it; the first is the default.
+WHITE_BALANCES = {"bright-median": white_balance, "local-max": flat_field}
+WHITE_POINTS = tuple(WHITE_BALANCES)
+DEFAULT_WHITE_POINT = WHITE_POINTS[0]
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Preprocess:
     layout: str = "NCHW"
     scale: float = 1 / 255
     offset: float = 0.0
-    white_point: str = "bright-median"
+    white_point: str = DEFAULT_WHITE_POINT
 
     def __post_init__(self):
         if self.input_mode not in INPUT_MODES:
@@ -65,7 +68,7 @@ def model_view(
     mode: str,
     mask: np.ndarray | None = None,
     seg: str = "robust",
-    white_point: str = "bright-median",
+    white_point: str = DEFAULT_WHITE_POINT,
 ):
     """The RGB uint8 (H, W, 3) image a model gets for ``field`` under an input mode.
 
@@ -75,7 +78,7 @@ def model_view(
     if mode == "field":
         return field
     if mode == "field-wb":
-        return white_balance(field) if white_point == "bright-median" else flat_field(field)
+        return WHITE_BALANCES[white_point](field)
     if mode == "mask":
         if mask is None:
             mask = segment(field, mode=seg).mask

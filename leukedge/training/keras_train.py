@@ -32,7 +32,7 @@ import numpy as np
 from ..console import err_console
 from ..edge.imageio import read_field
 from ..edge.model import input_specs
-from ..edge.preprocess import Preprocess, prepare
+from ..edge.preprocess import DEFAULT_WHITE_POINT, Preprocess, prepare
 from ..edge.segment import segment
 from ..progress import progress_bar
 from .jitter import Jitter, dihedral, jitter
@@ -48,7 +48,7 @@ def keras_preprocess(
     input_mode: str = "field-wb",
     seg: str = "robust",
     size: int = 224,
-    white_point: str = "bright-median",
+    white_point: str = DEFAULT_WHITE_POINT,
 ):
     """The ``Preprocess`` a Keras ``arch`` takes: NHWC, scaled as ``arch_scaling`` says."""
     scale, offset = arch_scaling(arch)

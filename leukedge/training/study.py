@@ -21,6 +21,7 @@ from pathlib import Path
 from ..console import err_console
 from ..edge.shifts import SHIFTS
 from ..progress import progress_bar
+from .report import headline, lookup
 from .runs import weights_of
 
 KERAS_WEIGHTS = "model.weights.h5"  # inside a .keras file
@@ -167,15 +168,13 @@ def _row(model: StudyModel, command: list[str], weights: Path, report: dict) -> 
         "weights": str(weights),
         "params": count_params(weights),
         "epochs_done": epochs_done(weights),
-        "n": report["n"],
-        "accuracy": report["clean"]["accuracy"],
-        "accuracy_ci": report["clean"]["accuracy_ci"],
-        "macro_f1": report["clean"]["macro_f1"],
-        "shifts": {k: v["accuracy"] for k, v in report["shifts"].items()},
-        "worst_shift": report["worst_shift"],
-        "shortcut": report["shortcut"]["accuracy"] if "shortcut" in report else None,
-        "chance": report["shortcut"]["chance"] if "shortcut" in report else None,
+        **headline(report, "test"),
     }
+
+
+def _accuracy(row: dict, *keys: str) -> float | None:
+    """``row[k1][k2]...["accuracy"]``, None where the row has no such figure."""
+    return lookup(row, *keys, "accuracy")
 
 
 def _pct(x: float | None) -> str:
@@ -196,14 +195,14 @@ def to_markdown(study: dict) -> str:
             f"{r['params'] / 1e6:.2f}",
             str(r["epochs_done"]),
             f"{_pct(r['accuracy'])} ({_pct(lo)}–{_pct(hi)})",
-            *(_pct(r["shifts"].get(s)) for s in SHIFTS),
-            f"{worst} {_pct(r['shifts'][worst])}" if worst else "–",
-            _pct(r["shortcut"]),
+            *(_pct(_accuracy(r, "shifts", s)) for s in SHIFTS),
+            f"{worst} {_pct(_accuracy(r, 'shifts', worst))}" if worst else "–",
+            _pct(_accuracy(r, "shortcut")),
             "–" if r["published_accuracy"] is None else f"{r['published_accuracy']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     n = study["models"][0]["n"] if study["models"] else 0
-    chance = study["models"][0]["chance"] if study["models"] else None
+    chance = lookup(study["models"][0], "shortcut", "chance") if study["models"] else None
     return "\n".join([
         "# Model study",
         "",
@@ -231,8 +230,8 @@ def plot_study(study: dict, path: Path) -> None:
     x = np.arange(len(rows))
     bars = {
         "clean": [r["accuracy"] for r in rows],
-        "worst shift": [r["shifts"][r["worst_shift"]] if r["worst_shift"] else 0 for r in rows],
-        "shortcut audit (lower is better)": [r["shortcut"] or 0 for r in rows],
+        "worst shift": [_accuracy(r, "shifts", r["worst_shift"] or "") or 0 for r in rows],
+        "shortcut audit (lower is better)": [_accuracy(r, "shortcut") or 0 for r in rows],
         "notebook (published)": [(r["published_accuracy"] or 0) / 100 for r in rows],
     }
     fig = Figure(figsize=(10, 4.5), layout="constrained")
