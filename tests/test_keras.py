@@ -183,6 +183,21 @@ def _val(work):
 
 
 @pytest.mark.slow
+def test_best_epoch_breaks_accuracy_ties_by_validation_loss():
+    from leukedge.training.keras_train import epoch_rank
+
+    # history.csv rows (strings): epochs 2 and 3 tie on accuracy, 3 has the lower loss
+    history = [
+        {"val_accuracy": "0.9892", "val_loss": "0.010"},
+        {"val_accuracy": "0.9964", "val_loss": "0.028"},
+        {"val_accuracy": "0.9964", "val_loss": "0.011"},
+        {"val_accuracy": "0.9928", "val_loss": "0.009"},
+    ]
+    assert max(range(len(history)), key=lambda i: epoch_rank(history[i])) == 2
+    # a Keras logs dict (floats) ranks on the same scale as the rows it is compared with
+    assert epoch_rank({"val_accuracy": 0.9964, "val_loss": 0.02}) > epoch_rank(history[1])
+
+
 def test_run_record_matches_the_best_model(trained, work):
     import keras
 

@@ -11,7 +11,8 @@ thread count. Validation fields are prepared once, unaugmented.
 For the "mask" input mode and the dual model's "masked" input, each field's
 blast mask is segmented once, on the raw field, and flipped with it.
 
-A run folder holds ``best.keras`` (best validation accuracy), ``last.keras``
+A run folder holds ``best.keras`` (best validation accuracy, ties broken by the lower
+validation loss: on a few hundred validation fields many epochs tie), ``last.keras``
 (with optimizer state, for ``resume``), ``history.csv`` and the run record
 ``leukedge_train.json``. Keras (and its backend) is imported inside the functions.
 """
@@ -181,6 +182,12 @@ def _configure(threads: int | None) -> None:
     err_console.print(f"training on {where} (Keras backend {keras.backend.backend()})")
 
 
+def epoch_rank(row: dict) -> tuple[float, float]:
+    """How an epoch ranks (higher is better): validation accuracy, then lower validation
+    loss, from a Keras ``logs`` dict or a ``history.csv`` row."""
+    return float(row["val_accuracy"]), -float(row["val_loss"])
+
+
 def train_keras(
     split_csv: str | Path,
     out_dir: str | Path,
@@ -301,15 +308,16 @@ def train_keras(
             loss="sparse_categorical_crossentropy",
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-    best_so_far = max((float(h["val_accuracy"]) for h in history), default=None)
+    best_so_far = max(map(epoch_rank, history), default=None)
+
+    def keep_best(epoch: int, logs: dict) -> None:
+        nonlocal best_so_far
+        if best_so_far is None or epoch_rank(logs) > best_so_far:
+            best_so_far = epoch_rank(logs)
+            model.save(out_dir / BEST)
+
     callbacks = [
-        keras.callbacks.ModelCheckpoint(
-            out_dir / BEST,
-            monitor="val_accuracy",
-            mode="max",
-            save_best_only=True,
-            initial_value_threshold=best_so_far,
-        ),
+        keras.callbacks.LambdaCallback(on_epoch_end=keep_best),
         keras.callbacks.ModelCheckpoint(out_dir / LAST),
         keras.callbacks.CSVLogger(out_dir / HISTORY, append=bool(history)),
     ]
@@ -330,7 +338,7 @@ def train_keras(
                 verbose=verbose,
             )  # fmt: skip
     history = _history(out_dir / HISTORY)
-    best = max(range(len(history)), key=lambda i: float(history[i]["val_accuracy"]))
+    best = max(range(len(history)), key=lambda i: epoch_rank(history[i]))
     result = {
         "epochs_done": len(history),
         "best_epoch": best + 1,
