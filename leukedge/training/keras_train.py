@@ -312,8 +312,9 @@ def train_keras(
 
     def keep_best(epoch: int, logs: dict) -> None:
         nonlocal best_so_far
-        if best_so_far is None or epoch_rank(logs) > best_so_far:
-            best_so_far = epoch_rank(logs)
+        rank = epoch_rank(logs)
+        if best_so_far is None or rank > best_so_far:
+            best_so_far = rank
             model.save(out_dir / BEST)
 
     callbacks = [
