@@ -131,6 +131,20 @@ def trained(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_best_checkpoint_is_ranked_by_accuracy_then_validation_loss(trained):
+    import torch
+
+    from leukedge.training.runs import epoch_score
+
+    ckpt = torch.load(trained["pt"], map_location="cpu", weights_only=False)
+    epoch = ckpt["train_metrics"]  # the validation figures of the epoch saved as best.pt
+    # Ultralytics' own fitness would be (top1 + top5) / 2
+    expected = epoch_score(epoch["metrics/accuracy_top1"], epoch["val/loss"])
+    assert epoch["fitness"] == pytest.approx(expected, rel=0, abs=1e-12)
+    assert 0 < epoch["fitness"] - epoch["metrics/accuracy_top1"] < 1e-6
+
+
+@pytest.mark.slow
 def test_bundles_load_with_manifest_and_metadata(trained):
     from leukedge.edge.model import load_model
 

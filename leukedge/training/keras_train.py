@@ -38,7 +38,7 @@ from ..edge.segment import segment
 from ..progress import progress_bar
 from .jitter import Jitter, dihedral, jitter
 from .keras_models import DUAL_INPUTS, SINGLE_INPUTS, arch_scaling, build_model
-from .runs import write_run_config
+from .runs import epoch_score, write_run_config
 from .split import Row, apply_aug, balance_rows, read_split
 
 BEST, LAST, HISTORY = "best.keras", "last.keras", "history.csv"
@@ -182,10 +182,9 @@ def _configure(threads: int | None) -> None:
     err_console.print(f"training on {where} (Keras backend {keras.backend.backend()})")
 
 
-def epoch_rank(row: dict) -> tuple[float, float]:
-    """How an epoch ranks (higher is better): validation accuracy, then lower validation
-    loss, from a Keras ``logs`` dict or a ``history.csv`` row."""
-    return float(row["val_accuracy"]), -float(row["val_loss"])
+def epoch_rank(row: dict) -> float:
+    """``epoch_score`` of a Keras ``logs`` dict or a ``history.csv`` row."""
+    return epoch_score(row["val_accuracy"], row["val_loss"])
 
 
 def train_keras(

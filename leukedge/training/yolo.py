@@ -35,6 +35,7 @@ import numpy as np
 from leukedge.edge.imageio import read_field, write_field
 from leukedge.offline import ensure_offline
 from leukedge.progress import progress_bar
+from leukedge.training.runs import epoch_score
 from leukedge.training.split import SPLITS, apply_aug, balance_rows, read_split
 
 #: Ultralytics classify preprocessing (see the module docstring), for model metadata.
@@ -162,6 +163,23 @@ def _cpu_count() -> int:
 YOLO_AUG = {"auto_augment": None, "erasing": 0.0, "flipud": 0.5}
 
 
+def _trainer():
+    """Ultralytics' classification trainer, keeping as ``best.pt`` the epoch with the best
+    ``epoch_score`` (its own fitness keeps the first epoch at the best top-1)."""
+    from ultralytics.models.yolo.classify import ClassificationTrainer
+
+    class Trainer(ClassificationTrainer):
+        def validate(self):
+            best = self.best_fitness
+            metrics, fitness = super().validate()
+            if metrics is not None:
+                fitness = epoch_score(metrics["metrics/accuracy_top1"], metrics["val/loss"])
+                self.best_fitness = fitness if best is None or best < fitness else best
+            return metrics, fitness
+
+    return Trainer
+
+
 def train_yolo(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -250,10 +268,12 @@ def train_yolo(
         last = out_dir / "weights" / "last.pt"
         if resume and last.is_file():
             model = YOLO(str(last), task="classify")
-            model.train(resume=True, **{k: args[k] for k in ("workers", "device")})
+            model.train(
+                resume=True, trainer=_trainer(), **{k: args[k] for k in ("workers", "device")}
+            )
         else:
             model = YOLO(_arch_yaml(arch), task="classify")
-            model.train(**args)
+            model.train(trainer=_trainer(), **args)
     finally:
         torch_utils.NUM_THREADS = saved[0]
         torch.set_num_threads(saved[1])
