@@ -182,7 +182,6 @@ def _val(work):
     return rows, [read_field(r.path) for r in rows]
 
 
-@pytest.mark.slow
 def test_best_epoch_breaks_accuracy_ties_by_validation_loss():
     from leukedge.training.keras_train import epoch_rank
 
@@ -198,6 +197,7 @@ def test_best_epoch_breaks_accuracy_ties_by_validation_loss():
     assert epoch_rank({"val_accuracy": 0.9964, "val_loss": 0.02}) > epoch_rank(history[1])
 
 
+@pytest.mark.slow
 def test_run_record_matches_the_best_model(trained, work):
     import keras
 
