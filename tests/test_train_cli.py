@@ -47,7 +47,7 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     run = tmp_path / "run"
     args = ["train", "yolo", "--split-csv", str(tmp_path / "split.csv"), "--out", str(run)]
     args += ["--epochs", "1", "--imgsz", str(SIZE), "--batch", "8", "--copies", "1", "--no-flips"]
-    args += ["--lr", "0.002", "--warmup", "0"]
+    args += ["--lr", "0.002", "--warmup", "0", "--crop", "0.2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
@@ -61,13 +61,14 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     assert record["preprocess"]["input_mode"] == "field-wb" and record["copies"] == 1
     assert record["jitter"]["hue"] == 12
     aug = record["ultralytics_aug"]
-    assert aug["fliplr"] == aug["flipud"] == 0.0 and aug["erasing"] == 0.0
-    ultralytics_args = (run / "train" / "args.yaml").read_text()
-    assert "fliplr: 0.0" in ultralytics_args and "auto_augment: null" in ultralytics_args
+    assert aug["fliplr"] == aug["flipud"] == 0.0 and aug["erasing"] == 0.0 and aug["scale"] == 0.2
+    ultralytics_args = (run / "train" / "args.yaml").read_text().splitlines()
+    for line in ("fliplr: 0.0", "auto_augment: null", "scale: 0.2"):
+        assert line in ultralytics_args
     # --lr replaces Ultralytics' "auto" optimizer, which would ignore lr0
     assert record["schedule"] == {"warmup_epochs": 0.0, "optimizer": "AdamW", "lr0": 0.002}
     for line in ("optimizer: AdamW", "lr0: 0.002", "warmup_epochs: 0.0"):
-        assert line in ultralytics_args.splitlines()
+        assert line in ultralytics_args
     predict = yolo_predictor(run / "train" / "weights" / "best.pt")[2]
     for split in ("val", "test"):
         check_report(run / f"report-{split}", predict)

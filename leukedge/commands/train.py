@@ -89,6 +89,11 @@ def yolo(
     ),
     copies: int = typer.Option(2, help="Jittered copies of each training field."),
     flips: bool = typer.Option(True, help="Random horizontal and vertical flips (Ultralytics)."),
+    crop: float = typer.Option(
+        0.5,
+        help="Random-crop jitter: crops keep 1-CROP to all of the field's area and are"
+        " resized, so cells change apparent size (0: keep the microscope's magnification).",
+    ),
     balance: bool = typer.Option(True, help="Balance classes by flips up to the largest."),
     seed: int = typer.Option(0, help="Seed for the split, the jitter and training."),
     threads: int = typer.Option(None, help="CPU threads (default: all)."),
@@ -109,7 +114,10 @@ def yolo(
     from ..training.yolo import YOLO_AUG, build_imagefolder, train_yolo
 
     spec = Preprocess(input_mode=input_mode, segmentation=seg, size=imgsz, white_point=white_point)
-    no_flips = {} if flips else {"fliplr": 0.0, "flipud": 0.0}
+    if not 0.0 <= crop < 1.0:
+        err_console.print(f"[red]error:[/red] --crop {crop}: give a value in [0, 1)")
+        raise typer.Exit(2)
+    aug = {"scale": crop} | ({} if flips else {"fliplr": 0.0, "flipud": 0.0})
     schedule = {"warmup_epochs": warmup}
     if lr is not None:  # Ultralytics' optimizer "auto" ignores lr0
         schedule |= {"optimizer": "AdamW", "lr0": lr}
@@ -130,7 +138,7 @@ def yolo(
         "arch": arch,
         "preprocess": spec.to_dict(),
         "jitter": asdict(Jitter()) if jitter else None,
-        "ultralytics_aug": {**YOLO_AUG, **no_flips},
+        "ultralytics_aug": {**YOLO_AUG, **aug},
         "copies": copies if jitter else 0,
         "balance": balance,
         "epochs": epochs,
@@ -154,7 +162,7 @@ def yolo(
         workers=workers,
         resume=resume,
         **schedule,
-        **no_flips,
+        **aug,
     )
     err_console.print(f"best weights: {best}")
     from ..training.yolo import yolo_predictor
