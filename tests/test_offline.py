@@ -129,6 +129,25 @@ def test_build_imagefolder_links_or_preprocesses(tmp_path):
     assert sum(1 for _ in out.rglob("*.png")) == 3 * len(CLASSES)  # old tree replaced
 
 
+def test_build_imagefolder_turns_jittered_copies(tmp_path):
+    from leukedge.training.jitter import dihedral
+    from leukedge.training.yolo import build_imagefolder
+
+    split_csv = _write_split(tmp_path, n_per_class=3)
+    square = lambda rgb: rgb[:32, :32]  # noqa: E731
+    out = build_imagefolder(
+        split_csv, tmp_path / "folder", square, augment=lambda rgb, rng: rgb, copies=8, turns=True
+    )
+    turns = []
+    for original in (out / "train").glob("*/synth-*-[0-9][0-9][0-9][0-9].png"):
+        seen = read_field(original)
+        for copy in original.parent.glob(f"{original.stem}-j*.png"):
+            turned = read_field(copy)
+            turns += [k for k in range(8) if np.array_equal(dihedral(seen, k), turned)][:1]
+    assert len(turns) == 8 * len(CLASSES)  # every copy is a flip or turn of its field
+    assert {1, 3, 5, 7} & set(turns)  # and quarter turns occur, which Ultralytics never makes
+
+
 @pytest.mark.slow
 def test_tiny_train_and_onnx_export_stay_offline(tmp_path, restore_env, network_attempts):
     pytest.importorskip("torch")

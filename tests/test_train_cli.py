@@ -59,6 +59,7 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
         assert read_field(images[0]).shape == (SIZE, SIZE, 3)
     record = find_run_config(run)
     assert record["preprocess"]["input_mode"] == "field-wb" and record["copies"] == 1
+    assert record["quarter_turns"] is False  # --no-flips
     assert record["jitter"]["hue"] == 12
     aug = record["ultralytics_aug"]
     assert aug["fliplr"] == aug["flipud"] == 0.0 and aug["erasing"] == 0.0 and aug["scale"] == 0.2

@@ -88,7 +88,9 @@ def yolo(
         True, help="Stain/lamp jitter on the raw field before preprocessing."
     ),
     copies: int = typer.Option(2, help="Jittered copies of each training field."),
-    flips: bool = typer.Option(True, help="Random horizontal and vertical flips (Ultralytics)."),
+    flips: bool = typer.Option(
+        True, help="Random flips (Ultralytics) and quarter turns of the jittered copies."
+    ),
     crop: float = typer.Option(
         0.5,
         help="Random-crop jitter: crops keep 1-CROP to all of the field's area and are"
@@ -131,6 +133,7 @@ def yolo(
             balance=balance,
             augment=partial(jitter_fn, cfg=Jitter()) if jitter else None,
             copies=copies if jitter else 0,
+            turns=flips,
             seed=seed,
         )
     config = {
@@ -140,6 +143,7 @@ def yolo(
         "jitter": asdict(Jitter()) if jitter else None,
         "ultralytics_aug": {**YOLO_AUG, **aug},
         "copies": copies if jitter else 0,
+        "quarter_turns": flips and jitter,
         "balance": balance,
         "epochs": epochs,
         "batch": batch,

@@ -35,6 +35,7 @@ import numpy as np
 from leukedge.edge.imageio import read_field, write_field
 from leukedge.offline import ensure_offline
 from leukedge.progress import progress_bar
+from leukedge.training.jitter import dihedral
 from leukedge.training.runs import epoch_score
 from leukedge.training.split import SPLITS, apply_aug, balance_rows, read_split
 
@@ -84,6 +85,7 @@ def build_imagefolder(
     balance: bool = False,
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     copies: int = 0,
+    turns: bool = False,
     seed: int = 0,
 ) -> Path:
     """Write the ImageFolder tree Ultralytics classification trains on.
@@ -100,7 +102,9 @@ def build_imagefolder(
     ``balance`` adds flipped copies of the smaller classes up to the largest
     (``balance_rows``), and ``augment(raw rgb, rng) -> rgb`` (stain and lamp
     jitter) adds ``copies`` jittered versions of every training field, applied
-    to the raw field before ``preprocess``. Validation and test are never
+    to the raw field before ``preprocess``; ``turns`` gives each of those copies
+    a random one of the 8 flips and quarter turns (``dihedral``: Ultralytics only
+    flips, and a smear has no orientation). Validation and test are never
     augmented. Returns ``out_dir``.
     """
     rows = read_split(split_csv)
@@ -140,7 +144,10 @@ def build_imagefolder(
         write_field(dst, preprocess(raw))
         if augment is not None and row.split == "train":
             for k in range(copies):
-                write_field(dst.with_name(f"{dst.stem}-j{k}.png"), preprocess(augment(raw, rng)))
+                seen = preprocess(augment(raw, rng))
+                if turns:
+                    seen = dihedral(seen, int(rng.integers(8)))
+                write_field(dst.with_name(f"{dst.stem}-j{k}.png"), seen)
     return out_dir
 
 
