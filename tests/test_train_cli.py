@@ -47,7 +47,7 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     run = tmp_path / "run"
     args = ["train", "yolo", "--split-csv", str(tmp_path / "split.csv"), "--out", str(run)]
     args += ["--epochs", "1", "--imgsz", str(SIZE), "--batch", "8", "--copies", "1", "--no-flips"]
-    args += ["--lr", "0.002", "--warmup", "0", "--crop", "0.2"]
+    args += ["--no-turns", "--lr", "0.002", "--warmup", "0", "--crop", "0.2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
@@ -59,7 +59,7 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
         assert read_field(images[0]).shape == (SIZE, SIZE, 3)
     record = find_run_config(run)
     assert record["preprocess"]["input_mode"] == "field-wb" and record["copies"] == 1
-    assert record["quarter_turns"] is False  # --no-flips
+    assert record["quarter_turns"] is False
     assert record["jitter"]["hue"] == 12
     aug = record["ultralytics_aug"]
     assert aug["fliplr"] == aug["flipud"] == 0.0 and aug["erasing"] == 0.0 and aug["scale"] == 0.2

@@ -88,8 +88,9 @@ def yolo(
         True, help="Stain/lamp jitter on the raw field before preprocessing."
     ),
     copies: int = typer.Option(2, help="Jittered copies of each training field."),
-    flips: bool = typer.Option(
-        True, help="Random flips (Ultralytics) and quarter turns of the jittered copies."
+    flips: bool = typer.Option(True, help="Random horizontal and vertical flips (Ultralytics)."),
+    turns: bool = typer.Option(
+        True, help="A random flip or quarter turn of each jittered copy (Ultralytics only flips)."
     ),
     crop: float = typer.Option(
         0.5,
@@ -133,7 +134,7 @@ def yolo(
             balance=balance,
             augment=partial(jitter_fn, cfg=Jitter()) if jitter else None,
             copies=copies if jitter else 0,
-            turns=flips,
+            turns=turns,
             seed=seed,
         )
     config = {
@@ -143,7 +144,7 @@ def yolo(
         "jitter": asdict(Jitter()) if jitter else None,
         "ultralytics_aug": {**YOLO_AUG, **aug},
         "copies": copies if jitter else 0,
-        "quarter_turns": flips and jitter,
+        "quarter_turns": turns and jitter,
         "balance": balance,
         "epochs": epochs,
         "batch": batch,
