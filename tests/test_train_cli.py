@@ -47,7 +47,7 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     run = tmp_path / "run"
     args = ["train", "yolo", "--split-csv", str(tmp_path / "split.csv"), "--out", str(run)]
     args += ["--epochs", "1", "--imgsz", str(SIZE), "--batch", "8", "--copies", "1", "--no-flips"]
-    args += ["--no-turns", "--lr", "0.002", "--warmup", "0", "--crop", "0.2"]
+    args += ["--lr", "0.002", "--warmup", "0", "--crop", "0.2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 

@@ -90,7 +90,9 @@ def yolo(
     copies: int = typer.Option(2, help="Jittered copies of each training field."),
     flips: bool = typer.Option(True, help="Random horizontal and vertical flips (Ultralytics)."),
     turns: bool = typer.Option(
-        True, help="A random flip or quarter turn of each jittered copy (Ultralytics only flips)."
+        False,
+        help="A random flip or quarter turn of each jittered copy (Ultralytics only flips;"
+        " measured: 20 epochs converged slower, validation 98.9% vs 99.6%).",
     ),
     crop: float = typer.Option(
         0.5,
