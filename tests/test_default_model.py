@@ -9,10 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from leukedge.cli import app
+from leukedge.edge import load_model  # the public entry point the README documents
 from leukedge.edge.bundle import read_manifest
 from leukedge.edge.classes import CLASSES
 from leukedge.edge.imageio import read_field
-from leukedge.edge.model import MODELS_DIR, load_model
+from leukedge.edge.model import MODELS_DIR
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "taleqani-all" / "Original"
 
