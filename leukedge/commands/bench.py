@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 
 from ..console import console, err_console
+from . import fail
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _fail(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
 
 
 def _run_all():
     """The ``benchmarks.run_all`` module of this checkout."""
     if not (REPO / "benchmarks" / "run_all.py").is_file():
-        _fail(
+        fail(
             f"no benchmarks/ folder next to the leukedge package ({REPO}): `leukedge bench` "
             "runs from a source checkout of the repository (git clone, then pip install -e .)"
         )
@@ -70,7 +65,7 @@ def bench(
     try:
         thread_counts = run_all.parse_threads(threads) if threads else None
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out = out or run_all.default_out()
     report = run_all.run(
         out,

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from ..console import console, err_console
+from . import fail
 
 app = typer.Typer(help="Prepare data: leak-safe splits and synthetic fields.", no_args_is_help=True)
 
@@ -45,8 +46,7 @@ def split(
         dataset = find_dataset(src)
         summary = make_split(dataset, out, classes, seed, _ratios(ratios), folds)
     except (FileNotFoundError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     err_console.print(f"layout: [bold]{summary['layout']}[/bold] ({summary['source']})")
     for name in summary["ignored_folders"]:
         err_console.print(f"[yellow]ignored folder[/yellow] {name}: not a recognised class")

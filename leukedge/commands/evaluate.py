@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 from rich.table import Table
 
 from ..console import console, err_console
-
-
-def _fail(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+from . import fail
 
 
 def _trained_file(model: str) -> Path | None:
@@ -26,7 +21,7 @@ def _trained_file(model: str) -> Path | None:
     try:
         return trained_model(model)
     except FileNotFoundError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _trained_predictor(path: Path, threads: int | None):
@@ -40,7 +35,7 @@ def _trained_predictor(path: Path, threads: int | None):
     try:
         return keras_predictor(path)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _bundle_predictor(model: str, backend: str, threads: int | None):
@@ -53,7 +48,7 @@ def _bundle_predictor(model: str, backend: str, threads: int | None):
     try:
         m = load_model(model, backend, threads)
     except BundleError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     def predict(fields: list[np.ndarray]) -> np.ndarray:
         preds = m.predict_batch(fields)
@@ -69,21 +64,21 @@ def _items(data: Path | None, split_csv: Path | None, split: str, scheme: str | 
 
         rows = read_split(split_csv, split)
         if not rows:
-            _fail(f"{split_csv}: no rows of split {split!r}")
+            fail(f"{split_csv}: no rows of split {split!r}")
         return [(r.path, r.label) for r in rows]
     if data is None:
-        _fail("give --data or --split-csv")
+        fail("give --data or --split-csv")
     from ..edge.classes import SCHEMES, scheme_classes
     from ..training.datasets import find_dataset
 
     if scheme is None:
         scheme = next((s for s in SCHEMES if set(scheme_classes(s)) == set(classes)), None)
         if scheme is None:
-            _fail(f"model classes {classes} match no class scheme; pass --classes")
+            fail(f"model classes {classes} match no class scheme; pass --classes")
     try:
         return [(str(p), label) for p, label, _ in find_dataset(data).select(scheme)]
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _print(result: dict) -> None:
@@ -159,7 +154,7 @@ def evaluate(
 
     trained = _trained_file(model)
     if record and trained is not None:
-        _fail(f"{model}: --record writes into a bundle's manifest; this is a training run")
+        fail(f"{model}: --record writes into a bundle's manifest; this is a training run")
     if trained is not None:
         name, model_classes, predict = _trained_predictor(trained, threads)
     else:
@@ -173,7 +168,7 @@ def evaluate(
             predict, items, model_classes, shifts=shifts, shortcut=shortcut, batch=batch
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for skipped in result["skipped"]:
         err_console.print(f"[yellow]skipped[/yellow] {skipped['path']}: {skipped['problem']}")
     source = f"{split_csv} ({split})" if split_csv is not None else str(data)

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 from rich.table import Table
 
 from ..console import console, err_console
+from . import fail
 
 FORMATS = ("onnx", "tflite")
-
-
-def _fail(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
 
 
 def _formats(text: str) -> list[str]:
     formats = [f.strip().lower() for f in text.split(",") if f.strip()]
     if unknown := sorted(set(formats) - set(FORMATS)):
-        _fail(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
+        fail(f"unknown format(s) {unknown}; choose from {', '.join(FORMATS)}")
     return formats
 
 
@@ -32,12 +27,12 @@ def _trained(run: Path) -> Path:
     try:
         model = trained_model(run)
     except FileNotFoundError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if model is not None:
         return model
     if run.is_dir() and (find_run_config(run) or {}).get("family") == "keras":
-        _fail(f"{run}: a Keras run without best.keras (has its first epoch finished?)")
-    _fail(
+        fail(f"{run}: a Keras run without best.keras (has its first epoch finished?)")
+    fail(
         f"{run}: neither a .pt or .keras file nor a training run folder "
         "with weights/best.pt, train/weights/best.pt or best.keras"
     )
@@ -110,11 +105,11 @@ def export(
         run_folder = keras_path.parent
         record = find_run_config(keras_path) or {}
         if "preprocess" not in record:
-            _fail(f"no run record with the preprocessing of {keras_path} (leukedge_train.json)")
+            fail(f"no run record with the preprocessing of {keras_path} (leukedge_train.json)")
         recorded = record["preprocess"]
     else:
         if "tflite" in formats:
-            _fail(
+            fail(
                 "TFLite export of YOLO models is not implemented yet (it will need the optional "
                 "'leukedge[export]' extra); export --to onnx, which the station runs as well"
             )
@@ -130,7 +125,7 @@ def export(
         )
     split_csv = split_csv or _split_csv(record, run_folder)
     if split_csv is None:
-        _fail(f"no split.csv recorded for {model} or found next to it; pass --split-csv")
+        fail(f"no split.csv recorded for {model} or found next to it; pass --split-csv")
     out = out or (run if run.is_dir() else run_folder) / "export"
     try:
         spec = Preprocess.from_dict({**recorded, **given})
@@ -160,7 +155,7 @@ def export(
                 **common,
             )
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _summary(f"{model} -> {out}", bundles, out)
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..console import console, err_console
+from . import fail
 
 app = typer.Typer(help="List slides and export their results.", no_args_is_help=True)
 
@@ -23,8 +24,7 @@ def _open(folder: Path | None):
     try:
         return ResultsLog(folder, create=False)
     except (FileNotFoundError, SchemaError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc))
 
 
 def _when(t: float | None) -> str:
@@ -69,7 +69,6 @@ def export(
         try:
             log.export(slide, fmt, out)
         except KeyError as exc:
-            err_console.print(f"[red]error:[/red] {exc.args[0]}")
-            raise typer.Exit(2) from exc
+            fail(exc.args[0])
     if out is not None:
         err_console.print(f"wrote {out}")

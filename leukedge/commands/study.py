@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..console import console, err_console
+from . import fail
 from .train import CLASSES, DATA, SPLIT_CSV, split_for
 
 
@@ -37,10 +38,7 @@ def study(
         names = [m.strip() for m in models.split(",")]
         known = {m.name for m in STUDY_MODELS}
         if unknown := [n for n in names if n not in known]:
-            err_console.print(
-                f"[red]error:[/red] unknown model(s) {unknown}; choose from {sorted(known)}"
-            )
-            raise typer.Exit(2)
+            fail(f"unknown model(s) {unknown}; choose from {sorted(known)}")
         chosen = tuple(m for m in STUDY_MODELS if m.name in names)
     common = ["--seed", str(seed), *(["--threads", str(threads)] if threads else [])]
     extra = {

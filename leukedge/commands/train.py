@@ -8,6 +8,7 @@ import typer
 
 from ..console import err_console
 from ..edge.preprocess import DEFAULT_WHITE_POINT
+from . import fail
 
 app = typer.Typer(help="Train classifiers (offline: nothing is downloaded).", no_args_is_help=True)
 
@@ -52,8 +53,7 @@ def split_for(
     if split_csv is not None:
         return split_csv
     if data is None:
-        err_console.print("[red]error:[/red] give --split-csv or --data")
-        raise typer.Exit(2)
+        fail("give --split-csv or --data")
     from ..training.datasets import find_dataset
     from ..training.split import make_split
 
@@ -120,8 +120,7 @@ def yolo(
 
     spec = Preprocess(input_mode=input_mode, segmentation=seg, size=imgsz, white_point=white_point)
     if not 0.0 <= crop < 1.0:
-        err_console.print(f"[red]error:[/red] --crop {crop}: give a value in [0, 1)")
-        raise typer.Exit(2)
+        fail(f"--crop {crop}: give a value in [0, 1)")
     aug = {"scale": crop} | ({} if flips else {"fliplr": 0.0, "flipud": 0.0})
     schedule = {"warmup_epochs": warmup}
     if lr is not None:  # Ultralytics' optimizer "auto" ignores lr0
@@ -244,8 +243,7 @@ def keras(
             resume=resume,
         )
     except (FileNotFoundError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     err_console.print(f"best model: {best}")
     from ..training.keras_train import keras_predictor
 
