@@ -47,7 +47,7 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     run = tmp_path / "run"
     args = ["train", "yolo", "--split-csv", str(tmp_path / "split.csv"), "--out", str(run)]
     args += ["--epochs", "1", "--imgsz", str(SIZE), "--batch", "8", "--copies", "1", "--no-flips"]
-    args += ["--lr", "0.002", "--warmup", "0", "--crop", "0.2"]
+    args += ["--lr", "0.002", "--warmup", "0", "--crop", "0.2", "--no-ultralytics-colour"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
@@ -63,8 +63,9 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     assert record["jitter"]["hue"] == 12
     aug = record["ultralytics_aug"]
     assert aug["fliplr"] == aug["flipud"] == 0.0 and aug["erasing"] == 0.0 and aug["scale"] == 0.2
+    assert aug["hsv_h"] == aug["hsv_s"] == aug["hsv_v"] == 0.0
     ultralytics_args = (run / "train" / "args.yaml").read_text().splitlines()
-    for line in ("fliplr: 0.0", "auto_augment: null", "scale: 0.2"):
+    for line in ("fliplr: 0.0", "auto_augment: null", "scale: 0.2", "hsv_s: 0.0", "hsv_v: 0.0"):
         assert line in ultralytics_args
     # --lr replaces Ultralytics' "auto" optimizer, which would ignore lr0
     assert record["schedule"] == {"warmup_epochs": 0.0, "optimizer": "AdamW", "lr0": 0.002}

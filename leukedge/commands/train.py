@@ -99,6 +99,11 @@ def yolo(
         help="Random-crop jitter: crops keep 1-CROP to all of the field's area and are"
         " resized, so cells change apparent size (0: keep the microscope's magnification).",
     ),
+    ultralytics_colour: bool = typer.Option(
+        True,
+        help="Ultralytics' own colour jitter on top of the stain/lamp jitter (brightness and"
+        " contrast x0.6-1.4, saturation x0.3-1.7, hue +-2.7 OpenCV units).",
+    ),
     balance: bool = typer.Option(True, help="Balance classes by flips up to the largest."),
     seed: int = typer.Option(0, help="Seed for the split, the jitter and training."),
     threads: int = typer.Option(None, help="CPU threads (default: all)."),
@@ -122,6 +127,8 @@ def yolo(
     if not 0.0 <= crop < 1.0:
         fail(f"--crop {crop}: give a value in [0, 1)")
     aug = {"scale": crop} | ({} if flips else {"fliplr": 0.0, "flipud": 0.0})
+    if not ultralytics_colour:
+        aug |= {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}
     schedule = {"warmup_epochs": warmup}
     if lr is not None:  # Ultralytics' optimizer "auto" ignores lr0
         schedule |= {"optimizer": "AdamW", "lr0": lr}
