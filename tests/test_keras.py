@@ -107,6 +107,27 @@ def test_build_model(tmp_path):
         build_model("mobilenetv2", 4, SIZE, weights=tmp_path / "missing.h5")
 
 
+def test_dual_model_infers_with_the_statistics_it_trains_with():
+    """BatchNorm of the shared backbone normalises the field and the masked field with
+    the same statistics in training and inference, and each field meets its own mask."""
+    import keras
+    from keras.layers import Concatenate
+
+    from leukedge.training.keras_models import build_model
+
+    rng = np.random.default_rng(0)
+    field = rng.uniform(0.5, 1.0, (6, SIZE, SIZE, 3)).astype(np.float32)
+    masked = np.where(rng.uniform(size=field.shape) < 0.9, 0.0, field).astype(np.float32)
+    x = {"field": field, "masked": masked}
+    dual = build_model("mobilenetv2", 3, SIZE, dual=True, alpha=0.35, bn_momentum=0.0)
+    (joined,) = [lay for lay in dual.layers if isinstance(lay, Concatenate) and lay.axis == -1]
+    features = keras.Model(dual.inputs, joined.output)  # (N, 2 * backbone channels)
+    trained = np.asarray(features(x, training=True))  # momentum 0: moving stats := this batch
+    np.testing.assert_allclose(np.asarray(features(x, training=False)), trained, atol=1e-3)
+    one_by_one = [dual.predict({k: v[i : i + 1] for k, v in x.items()}, verbose=0) for i in range(6)]
+    np.testing.assert_allclose(dual.predict(x, verbose=0), np.concatenate(one_by_one), atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """4 x 8 synthetic 32x32 fields split 60/40 train/val."""

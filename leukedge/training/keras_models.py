@@ -59,8 +59,8 @@ def build_model(
 
     Single: input "field" (N, S, S, 3) -> backbone -> global average pool ->
     Dense 256 ReLU -> Dropout 0.5 -> softmax. ``dual``: inputs "field" and
-    "masked" (N, S, S, 3) each through ONE shared backbone, pooled, concatenated
-    -> Dense 512 ReLU -> Dropout 0.5 -> Dense 256 ReLU -> Dropout 0.5 -> softmax.
+    "masked" (N, S, S, 3) through ONE shared backbone (in one call, stacked on
+    the batch axis), pooled, concatenated per field -> Dense 512 ReLU -> Dropout 0.5 -> Dense 256 ReLU -> Dropout 0.5 -> softmax.
 
     weights : a local backbone weights file (.h5 / .weights.h5, no top); nothing
         is downloaded. ``freeze_backbone`` then keeps it fixed.
@@ -90,8 +90,16 @@ def build_model(
 
     names = DUAL_INPUTS if dual else SINGLE_INPUTS
     inputs = [keras.Input((size, size, 3), name=name) for name in names]
-    pooled = [layers.GlobalAveragePooling2D()(backbone(x)) for x in inputs]
-    x = layers.Concatenate()(pooled) if dual else pooled[0]
+    if dual:
+        # One backbone call on both inputs stacked along the batch axis: called once
+        # per input, each BatchNormalization would train on per-input batch
+        # statistics but infer with moving statistics averaged over the two very
+        # different inputs (field, mostly-blank masked field), and a from-scratch
+        # model then predicts one class at inference however well it trains.
+        pooled = layers.GlobalAveragePooling2D()(backbone(layers.Concatenate(axis=0)(inputs)))
+        x = layers.Concatenate()(keras.ops.split(pooled, 2, axis=0))
+    else:
+        x = layers.GlobalAveragePooling2D()(backbone(inputs[0]))
     for units in (512, 256) if dual else (256,):
         x = layers.Dropout(0.5)(layers.Dense(units, activation="relu")(x))
     out = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
