@@ -124,7 +124,9 @@ def test_dual_model_infers_with_the_statistics_it_trains_with():
     features = keras.Model(dual.inputs, joined.output)  # (N, 2 * backbone channels)
     trained = np.asarray(features(x, training=True))  # momentum 0: moving stats := this batch
     np.testing.assert_allclose(np.asarray(features(x, training=False)), trained, atol=1e-3)
-    one_by_one = [dual.predict({k: v[i : i + 1] for k, v in x.items()}, verbose=0) for i in range(6)]
+    one_by_one = [
+        dual.predict({k: v[i : i + 1] for k, v in x.items()}, verbose=0) for i in range(6)
+    ]
     np.testing.assert_allclose(dual.predict(x, verbose=0), np.concatenate(one_by_one), atol=1e-5)
 
 

@@ -60,7 +60,8 @@ def build_model(
     Single: input "field" (N, S, S, 3) -> backbone -> global average pool ->
     Dense 256 ReLU -> Dropout 0.5 -> softmax. ``dual``: inputs "field" and
     "masked" (N, S, S, 3) through ONE shared backbone (in one call, stacked on
-    the batch axis), pooled, concatenated per field -> Dense 512 ReLU -> Dropout 0.5 -> Dense 256 ReLU -> Dropout 0.5 -> softmax.
+    the batch axis), pooled, concatenated per field -> Dense 512 ReLU ->
+    Dropout 0.5 -> Dense 256 ReLU -> Dropout 0.5 -> softmax.
 
     weights : a local backbone weights file (.h5 / .weights.h5, no top); nothing
         is downloaded. ``freeze_backbone`` then keeps it fixed.
