@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import bench, data, demo, evaluate, export, results, run, segment, study, train
+from .commands import bench, bundle, data, demo, evaluate, export, results, run, segment, study, train
 
 app = typer.Typer(
     name="leukedge",
@@ -24,6 +24,7 @@ app.add_typer(train.app, name="train")
 app.command("eval")(evaluate.evaluate)
 app.command("export")(export.export)
 app.add_typer(results.app, name="results")
+app.add_typer(bundle.app, name="bundle")
 app.command("run")(run.run)
 app.command("demo")(demo.demo)
 app.command("segment")(segment.segment)
