@@ -105,9 +105,13 @@ def view(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) ->
     )
 
 
+def scale_view(img: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """uint8 (..., S, S, 3) model view(s) -> float32 (..., 3, S, S) or (..., S, S, 3) model
+    input(s): ``x * scale + offset`` in the layout ``spec`` says."""
+    x = img.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3)) if spec.layout == "NCHW" else x
+
+
 def prepare(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3) field -> float32 (3, S, S) or (S, S, 3) model input, as ``spec`` says."""
-    x = view(field, spec, mask).astype(np.float32) * np.float32(spec.scale) + np.float32(
-        spec.offset
-    )
-    return np.ascontiguousarray(x.transpose(2, 0, 1)) if spec.layout == "NCHW" else x
+    return scale_view(view(field, spec, mask), spec)
