@@ -12,6 +12,7 @@ import numpy as np
 from .backends import open_backend
 from .bundle import MANIFEST, BundleError, read_manifest, verify_bundle
 from .preprocess import Preprocess, prepare
+from .selftest import check_self_test
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -126,10 +127,17 @@ class Model:
 
 
 def load_model(
-    path: str | Path = "default", backend: str = "auto", threads: int | None = None
+    path: str | Path = "default",
+    backend: str = "auto",
+    threads: int | None = None,
+    self_test: bool = True,
 ) -> Model:
-    """Load and verify a bundle; refuses (``BundleError``) one whose SHA-256s do not match."""
+    """Load and verify a bundle; refuses (``BundleError``) one whose SHA-256s do not match and
+    (``SelfTestError``, with ``self_test``) one the runtime here computes wrongly."""
     bundle = resolve_bundle(path)
     manifest = read_manifest(bundle)
     verify_bundle(bundle, manifest)
-    return Model(bundle, manifest, backend, threads)
+    model = Model(bundle, manifest, backend, threads)
+    if self_test:
+        check_self_test(model)
+    return model
