@@ -2,8 +2,10 @@
 
 Each backend takes a float32 batch in the model's own layout (a list of them,
 in the model's input order, for a multi-input model; ``input_names`` lists that
-order) and returns float32 (N, C) outputs; integer-quantized inputs and outputs
-are (de)quantized here with the model's own scale and zero point.
+order). ``outputs`` returns every model output, name -> float32 (N, ...), in one
+inference (``output_names`` lists them in the file's order); ``run`` returns the
+first (the class scores). Integer-quantized inputs and outputs are (de)quantized
+here with the model's own scale and zero point.
 """
 
 from __future__ import annotations
@@ -55,15 +57,22 @@ class OnnxRuntimeBackend:
         inputs = self.session.get_inputs()
         self.input_names = [i.name for i in inputs]
         self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inputs[0].shape)
+        self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def run(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """float32 (N, ...) batch(es) -> float32 (N, C); a fixed batch-1 model runs row by row."""
+    def outputs(self, x: np.ndarray | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """float32 (N, ...) batch(es) -> {output name: float32 (N, ...)}; a fixed batch-1 model
+        runs row by row."""
         xs = _input_list(x, self.input_names)
         if self.input_shape[0] == 1 and len(xs[0]) != 1:
-            return np.concatenate([self.run([a[i : i + 1] for a in xs]) for i in range(len(xs[0]))])
-        feed = dict(zip(self.input_names, xs))
-        return np.asarray(self.session.run(None, feed)[0], np.float32)
+            rows = [self.outputs([a[i : i + 1] for a in xs]) for i in range(len(xs[0]))]
+            return {k: np.concatenate([r[k] for r in rows]) for k in self.output_names}
+        ys = self.session.run(None, dict(zip(self.input_names, xs)))
+        return {k: np.asarray(y, np.float32) for k, y in zip(self.output_names, ys)}
+
+    def run(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """float32 (N, ...) batch(es) -> float32 (N, C): the first output."""
+        return self.outputs(x)[self.output_names[0]]
 
 
 def _interpreter_class():
@@ -91,13 +100,14 @@ class LiteRTBackend:
         self._details()
         self.input_names = [d["name"] for d in self._inps]
         self.input_shape = tuple(int(d) for d in self._inps[0]["shape"])
+        self.output_names = [d["name"] for d in self._outs]
         self._batch = self.input_shape[0]
 
     def _details(self) -> None:
         self._inps = self.interpreter.get_input_details()
-        self._out = self.interpreter.get_output_details()[0]
+        self._outs = self.interpreter.get_output_details()
 
-    def _invoke(self, xs: list[np.ndarray]) -> np.ndarray:
+    def _invoke(self, xs: list[np.ndarray]) -> dict[str, np.ndarray]:
         if xs[0].shape[0] != self._batch:
             for inp, x in zip(self._inps, xs):
                 self.interpreter.resize_tensor_input(inp["index"], x.shape)
@@ -112,15 +122,25 @@ class LiteRTBackend:
                 x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
             self.interpreter.set_tensor(inp["index"], x)
         self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self._out["index"])
-        if y.dtype != np.float32:
-            scale, zero = self._out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y.astype(np.float32)
+        get = self.interpreter.get_tensor
+        return {out["name"]: _dequantize(get(out["index"]), out) for out in self._outs}
+
+    def outputs(self, x: np.ndarray | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """float32 (N, ...) batch(es) -> {output name: float32 (N, ...)}."""
+        return self._invoke(_input_list(x, self.input_names))
 
     def run(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """float32 (N, ...) batch(es) -> float32 (N, C)."""
-        return self._invoke(_input_list(x, self.input_names))
+        """float32 (N, ...) batch(es) -> float32 (N, C): the first output."""
+        return self.outputs(x)[self.output_names[0]]
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    """An integer output tensor -> float32 with its scale and zero point (a copy: LiteRT reuses
+    its buffers on the next invoke)."""
+    if y.dtype == np.float32:
+        return y.copy()
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
 def open_backend(path: str | Path, backend: str = "auto", threads: int | None = None):

@@ -11,6 +11,8 @@ import numpy as np
 
 from .backends import open_backend
 from .bundle import MANIFEST, BundleError, read_manifest, verify_bundle
+from .calibration import Calibration
+from .features import FeatureStats
 from .preprocess import Preprocess, prepare
 from .selftest import check_self_test
 
@@ -22,12 +24,17 @@ MODEL_INPUTS = ("field", "masked")
 
 @dataclass
 class Prediction:
-    """One field's classification: ``probabilities`` maps class name -> probability."""
+    """One field's classification: ``probabilities`` maps class name -> probability
+    (temperature-calibrated when the bundle has a temperature). ``out_of_distribution``:
+    the field's features lie beyond the bundle's threshold (``ood_score``, the feature
+    distance; None for a bundle without feature statistics)."""
 
     label: str
     probabilities: dict[str, float]
     confidence: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    out_of_distribution: bool = False
+    ood_score: float | None = None
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -64,7 +71,11 @@ class Model:
     """A loaded, verified model bundle.
 
     ``predict(field)`` takes an RGB uint8 (H, W, 3) field of any size. A manifest's
-    ``inputs`` (default ``["field"]``) names what each model input gets (``input_specs``).
+    ``inputs`` (default ``["field"]``) names what each model input gets (``input_specs``);
+    its ``model.outputs`` names the file's "probabilities" output (default: the first) and
+    "features" output (optional, ``leukedge.export.features``). Its ``trust`` section adds
+    the feature statistics (``leukedge.edge.features``) and the calibration
+    (``leukedge.edge.calibration``); ``notes`` says what a bundle without them falls back to.
     """
 
     def __init__(self, bundle: Path, manifest: dict, backend: str, threads: int | None):
@@ -79,21 +90,68 @@ class Model:
             raise BundleError(f"{model_file}: not listed in the manifest's files; refusing it")
         self.backend = open_backend(model_file, backend, threads)
         self.output = manifest["model"].get("output", "probabilities")
-        self.uncertain_threshold = float(manifest.get("uncertain_threshold", 0.5))
+        where = str(bundle / MANIFEST)
+        named = manifest["model"].get("outputs") or {}
+        self.output_names = {"probabilities": self.backend.output_names[0], **named}
+        if missing := sorted(set(self.output_names.values()) - set(self.backend.output_names)):
+            raise BundleError(
+                f"{where}: model.outputs names {missing}, which {model_file.name} lacks "
+                f"(it has {self.backend.output_names})"
+            )
+        trust = manifest.get("trust") or {}
+        self.feature_stats = (
+            FeatureStats.from_manifest(trust["features"], where) if "features" in trust else None
+        )
+        if self.feature_stats is not None and "features" not in self.output_names:
+            raise BundleError(
+                f"{where}: trust.features needs a feature output (model.outputs.features); "
+                "re-run leukedge bundle add-trust"
+            )
+        self.calibration = (
+            Calibration.from_manifest(trust["calibration"], where)
+            if "calibration" in trust
+            else None
+        )
+        if self.calibration is not None and self.calibration.threshold is not None:
+            self.uncertain_threshold = float(self.calibration.threshold)
+        else:
+            self.uncertain_threshold = float(manifest.get("uncertain_threshold", 0.5))
+        notes = []
+        if self.feature_stats is None:
+            notes.append("no feature statistics (trust.features): fields unlike the training "
+                         "fields are caught by their colour only")  # fmt: skip
+        if self.calibration is None:
+            notes.append("no calibration (trust.calibration): raw probabilities, "
+                         f"low-confidence threshold {self.uncertain_threshold}")  # fmt: skip
+        self.notes: tuple[str, ...] = tuple(notes)
 
     @property
     def name(self) -> str:
         return self.manifest.get("name", self.bundle.name)
 
-    def probabilities(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """float32 (N, ...) preprocessed batch (a list of them for a multi-input model)
-        -> float32 (N, C) class probabilities."""
-        out = self.backend.run(batch)
-        if out.shape[-1] != len(self.classes):
+    def outputs(self, batch: np.ndarray | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """float32 (N, ...) preprocessed batch (a list of them for a multi-input model) ->
+        {"probabilities": float32 (N, C) as the model file gives them (before temperature),
+        "features": float32 (N, D) when the model has a feature output}, one inference."""
+        out = self.backend.outputs(batch)
+        probs = out[self.output_names["probabilities"]]
+        if probs.shape[-1] != len(self.classes):
             raise BundleError(
-                f"{self.bundle}: {out.shape[-1]} model outputs for {len(self.classes)} classes"
+                f"{self.bundle}: {probs.shape[-1]} model outputs for {len(self.classes)} classes"
             )
-        return _softmax(out) if self.output == "logits" else out
+        result = {"probabilities": _softmax(probs) if self.output == "logits" else probs}
+        if "features" in self.output_names:
+            feats = out[self.output_names["features"]]
+            result["features"] = feats.reshape(len(feats), -1)
+        return result
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """float32 (N, C) model probabilities -> the bundle's calibrated ones (or as they are)."""
+        return probs if self.calibration is None else self.calibration.apply(probs)
+
+    def probabilities(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """float32 (N, ...) preprocessed batch(es) -> float32 (N, C) calibrated probabilities."""
+        return self.calibrate(self.outputs(batch)["probabilities"])
 
     def predict_batch(self, fields: list[np.ndarray], masks=None) -> list[Prediction]:
         """Classify RGB uint8 fields; ``masks`` (bool (H, W) each) feed the "mask" input mode
@@ -105,11 +163,22 @@ class Model:
             for spec in self.input_specs
         ]
         t1 = time.perf_counter()
-        probs = self.probabilities(batches[0] if len(batches) == 1 else batches)
+        outs = self.outputs(batches[0] if len(batches) == 1 else batches)
         t2 = time.perf_counter()
-        per = {"preprocess": (t1 - t0) * 1e3 / len(fields), "infer": (t2 - t1) * 1e3 / len(fields)}
+        probs = self.calibrate(outs["probabilities"])
+        n = len(fields)
+        ood, scores = np.zeros(n, bool), [None] * n
+        if self.feature_stats is not None:
+            ood, dist = self.feature_stats.flag(outs["features"])
+            scores = [float(d) for d in dist]
+        t3 = time.perf_counter()
+        per = {
+            "preprocess": (t1 - t0) * 1e3 / n,
+            "infer": (t2 - t1) * 1e3 / n,
+            "trust": (t3 - t2) * 1e3 / n,
+        }
         out = []
-        for p in probs:
+        for p, flagged, score in zip(probs, ood, scores):
             k = int(np.argmax(p))
             out.append(
                 Prediction(
@@ -117,6 +186,8 @@ class Model:
                     {c: float(v) for c, v in zip(self.classes, p)},
                     float(p[k]),
                     dict(per),
+                    bool(flagged),
+                    score,
                 )
             )
         return out
