@@ -140,7 +140,11 @@ def test_station_toml_loads_and_its_source_options_are_valid():
         ('save_frames = "yes"', r"key 'save_frames' must be true or false"),
         ('backend = "tensorflow"', r"key 'backend' must be one of"),
         ("uncertain_threshold = 2", r"key 'uncertain_threshold' must be in 0..1"),
-        ("threads = 0", r"key 'threads' must be >= 1"),
+        ("threads = 0", r"key 'threads' must be an integer in 1\.\."),
+        ("threads = 100000", r"key 'threads' must be an integer in 1\.\."),
+        ('model = "exported/model.onnx"', r"key 'model' must be a bundle folder"),
+        ("[source_options.usbcam]\nx = 1", r"\[source_options.usbcam\] is not a kind of source"),
+        ('trusted_key = "nokey.pem"', r"key 'trusted_key': .*nokey.pem is not a file"),
         ("source = [", r"not valid TOML"),
     ],
 )
@@ -154,9 +158,9 @@ def test_bad_config_names_file_and_key(tmp_path, text, match):
 
 def test_config_paths_relative_to_the_file(tmp_path):
     path = tmp_path / "station.toml"
-    path.write_text('model = "models/m.onnx"\nresults_dir = "/data"\nuncertain_threshold = 1\n')
+    path.write_text('model = "models/m"\nresults_dir = "/data"\nuncertain_threshold = 1\n')
     config = load_config(path)
-    assert config.model == str(tmp_path / "models/m.onnx") and config.results_dir == "/data"
+    assert config.model == str(tmp_path / "models/m") and config.results_dir == "/data"
     assert config.uncertain_threshold == 1.0 and isinstance(config.uncertain_threshold, float)
     assert load_config(tmp_path / "station.toml").source == StationConfig().source
     with pytest.raises(ConfigError, match="cannot read config"):

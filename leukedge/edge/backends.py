@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import BundleError
+from .config import check_threads
 
 BACKENDS = ("onnxruntime", "litert")
 FORMAT_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert"}
@@ -144,8 +145,9 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def open_backend(path: str | Path, backend: str = "auto", threads: int | None = None):
-    """Open a model file on a backend ("auto" picks the one matching the file format)."""
-    path = Path(path)
+    """Open a model file on a backend ("auto" picks the one matching the file format) with
+    ``threads`` inference threads (``check_threads``; None: the runtime's default)."""
+    path, threads = Path(path), check_threads(threads)
     wanted = FORMAT_BACKEND.get(path.suffix.lower())
     if wanted is None:
         raise BundleError(f"{path}: unknown model format (expected .onnx or .tflite)")

@@ -1,21 +1,44 @@
-"""Reading smear fields from files and bytes, with a clear error for bad input."""
+"""Reading smear fields from files and bytes: one bounded decode path, with clear errors.
+
+Every encoded field goes through ``decode_field``: the header is read without decoding
+(``image_header``), an image over ``max_pixels`` is refused before any decoder allocates
+it, the bytes are decoded once, and the result is checked to be an RGB uint8 field.
+Errors say whether retrying can help: ``IncompleteFieldError`` (``permanent`` False) for
+bytes that end before the image does, a file perhaps still being written, to be read
+again once it has changed; every other ``FieldError`` (``permanent`` True) is about the
+content, which the same bytes will never change.
+"""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-#: Largest field accepted, in pixels (a 12 MP HQ camera frame is 12.3 MP).
-MAX_PIXELS = 50_000_000
+from .image_header import HeaderError, ImageHeader, read_header
+
+#: Largest field accepted, in pixels: a 12 MP HQ camera frame is 12.3 MP; 40 MP decodes to
+#: 120 MB, which a 2 GB Raspberry Pi can hold alongside the model.
+MAX_PIXELS = 40_000_000
+#: Encoded bytes per pixel beyond which a file cannot be an 8-bit RGB field (uncompressed
+#: RGBA is 4), so longer files are refused unread.
+MAX_BYTES_PER_PIXEL = 4
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
+# Appended to the last JPEG scan to tell a complete scan from a cut one (see _cut_jpeg).
+_FILLER = bytes(range(1, 255))
+
 
 class FieldError(ValueError):
-    """A file that cannot be used as a smear field; names the file and the problem."""
+    """A file that cannot be used as a smear field; names the file and the problem.
+
+    ``permanent`` is True: the bytes themselves are unusable, so decoding them again gives
+    the same error (``IncompleteFieldError`` is the exception).
+    """
+
+    permanent = True
 
     def __init__(self, source: str | Path, problem: str):
         self.source = str(source)
@@ -23,51 +46,73 @@ class FieldError(ValueError):
         super().__init__(f"{self.source}: {problem}")
 
 
-def _header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG or JPEG header without decoding, else None."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(data):
-            if data[i] != 0xFF:
-                return None
-            marker = data[i + 1]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE):
-                h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-                return w, h
-            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
-    return None
+class IncompleteFieldError(FieldError):
+    """Bytes that end before the image does: a file still being written, or cut short.
+    Read it again once its size or time has changed; if it no longer changes, it is cut."""
+
+    permanent = False
 
 
-def _truncated(data: bytes) -> bool:
-    """True when a JPEG lacks its end marker or a PNG its IEND chunk."""
-    tail = data[-64:]
-    if data[:2] == b"\xff\xd8":
-        return b"\xff\xd9" not in tail
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return b"IEND" not in tail
-    return False
+def max_file_bytes(max_pixels: int = MAX_PIXELS) -> int:
+    """Largest encoded size accepted for fields of at most ``max_pixels``."""
+    return MAX_BYTES_PER_PIXEL * max_pixels + (1 << 20)
 
 
-def decode_field(data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS):
-    """Decode an encoded image into an RGB uint8 (H, W, 3) field.
+def _imdecode(data: bytes) -> np.ndarray | None:
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    return None if img is None or img.size == 0 else img
 
-    Raises ``FieldError`` naming ``source`` for empty, truncated, undecodable,
-    grayscale, RGBA, 16-bit or over-large (> ``max_pixels``) images.
+
+def _cut_jpeg(data: bytes, header: ImageHeader, img: np.ndarray) -> bool:
+    """Whether a JPEG's last scan was cut and re-terminated (decoders fill the rest grey).
+
+    libjpeg leaves every block after the data runs out at zero: uniform grey (128) to the
+    end of the image. Only when the last pixel is that grey is it checked exactly: the
+    scan is decoded again with filler bytes before its end marker. A complete scan never
+    reads them (same pixels); a cut one decodes them (different pixels).
+    """
+    if img.ndim != 3 or not (img[-1, -1] == 128).all():
+        return False
+    probe = data[: header.scan_end] + _FILLER + data[header.scan_end : header.end]
+    other = _imdecode(probe)
+    return other is None or other.shape != img.shape or not np.array_equal(other, img)
+
+
+def decode_field(
+    data: bytes, source: str | Path = "<bytes>", max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Decode an encoded image (JPEG, PNG, TIFF, BMP, WebP, PNM) into an RGB uint8
+    (H, W, 3) field.
+
+    Raises ``IncompleteFieldError`` naming ``source`` for empty or cut-short bytes, and
+    ``FieldError`` for an image over ``max_pixels`` (checked before decoding), an
+    unsupported format, damaged data (a JPEG cut and re-terminated included),
+    grayscale, RGBA or 16-bit pixels. Bytes after the image's end are ignored.
     """
     if not data:
-        raise FieldError(source, "empty file (0 bytes)")
-    size = _header_size(data)
-    if size and size[0] * size[1] > max_pixels:
-        raise FieldError(source, f"image too large ({size[0]}x{size[1]} > {max_pixels} px)")
-    if _truncated(data):
-        raise FieldError(source, "truncated image (end marker missing)")
-    buf = np.frombuffer(data, np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise FieldError(source, "not a readable image")
-    if img.ndim == 3 and img.shape[0] * img.shape[1] > max_pixels:
+        raise IncompleteFieldError(source, "empty file (0 bytes)")
+    if len(data) > max_file_bytes(max_pixels):
+        raise FieldError(
+            source, f"file too large ({len(data) / 1e6:.0f} MB for at most {max_pixels} px)"
+        )
+    try:
+        header = read_header(data)
+    except HeaderError as exc:
+        cls = FieldError if exc.complete else IncompleteFieldError
+        raise cls(source, exc.problem) from None
+    if header.pixels > max_pixels:
+        raise FieldError(
+            source,
+            f"image too large ({header.width}x{header.height} > {max_pixels} px); "
+            "save a smaller field",
+        )
+    img = _imdecode(data if header.end == len(data) else data[: header.end])
+    if img is None:
+        raise FieldError(source, f"not a readable image (damaged {header.format.upper()} data)")
+    if img.shape[0] * img.shape[1] > max_pixels:
         raise FieldError(
             source, f"image too large ({img.shape[1]}x{img.shape[0]} > {max_pixels} px)"
         )
@@ -81,17 +126,58 @@ def decode_field(data: bytes, source: str | Path = "<bytes>", max_pixels: int = 
         raise FieldError(source, "image has an alpha channel (RGBA); save the field as RGB")
     if img.shape[2] != 3:
         raise FieldError(source, f"{img.shape[2]} channels; an RGB field is required")
+    if header.format == "jpeg" and _cut_jpeg(data, header, img):
+        raise FieldError(
+            source, "truncated JPEG (data cut and re-terminated: the rest is grey fill)"
+        )
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def read_field(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as an RGB uint8 (H, W, 3) field; ``FieldError`` if unusable."""
+    """Read an image file as an RGB uint8 (H, W, 3) field (``decode_field``); ``FieldError``
+    if unusable, without reading a file too large to be a field."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > max_file_bytes(max_pixels):
+            raise FieldError(
+                path, f"file too large ({size / 1e6:.0f} MB for at most {max_pixels} px)"
+            )
         data = path.read_bytes()
     except OSError as exc:
         raise FieldError(path, f"cannot read file ({exc.strerror or exc})") from exc
     return decode_field(data, path, max_pixels)
+
+
+def check_field(field: object, name: str = "field") -> np.ndarray:
+    """``field`` itself when it is an RGB uint8 (H, W, 3) array (H, W >= 1), else a
+    ``FieldError`` naming ``name``, what was given and how to convert it."""
+    expected = "expected an RGB uint8 (H, W, 3) numpy array"
+    if not isinstance(field, np.ndarray):
+        hint = (
+            "; convert it with np.asarray(x, np.uint8)" if isinstance(field, (list, tuple)) else ""
+        )
+        raise FieldError(name, f"{expected}, got {type(field).__name__}{hint}")
+    shape, dtype = field.shape, field.dtype
+    if dtype == np.uint8 and field.ndim == 3 and shape[2] == 3 and shape[0] and shape[1]:
+        return field
+    if field.ndim == 3 and shape[0] in (3, 4) and shape[2] not in (3, 4):
+        hint = "; channels first? use x.transpose(1, 2, 0)"
+    elif field.ndim == 3 and shape[2] == 4:
+        hint = "; drop the alpha channel: x[..., :3]"
+    elif field.ndim == 2:
+        hint = "; grayscale: a colour field is required"
+    elif field.size == 0:
+        hint = "; the array is empty"
+    elif dtype.kind == "f":
+        hint = "; floats in 0..1? use (x * 255).round().astype(np.uint8)"
+    elif dtype.kind == "b":
+        hint = "; a mask? pass the field itself"
+    elif dtype.kind in "iu":
+        hint = f"; {dtype} values: scale them to 0..255 and use x.astype(np.uint8)"
+    else:
+        hint = ""
+    raise FieldError(name, f"{expected}, got {dtype} {shape}{hint}")
 
 
 def write_field(path: str | Path, rgb: np.ndarray) -> None:
