@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from .backends import open_backend
-from .bundle import MANIFEST, BundleError, read_manifest, verify_bundle
+from .bundle import MANIFEST, BundleError, check_model_file, read_manifest, verify_bundle
 from .calibration import Calibration
 from .features import FeatureStats
+from .imageio import check_field
 from .preprocess import Preprocess, prepare
 from .selftest import check_self_test
 
@@ -157,6 +158,7 @@ class Model:
         """Classify RGB uint8 fields; ``masks`` (bool (H, W) each) feed the "mask" input mode
         and the "masked" input (computed with the bundle's segmentation when not given)."""
         t0 = time.perf_counter()
+        fields = [check_field(f) for f in fields]
         masks = masks if masks is not None else [None] * len(fields)
         batches = [
             np.stack([prepare(f, spec, m) for f, m in zip(fields, masks)])
@@ -202,13 +204,16 @@ def load_model(
     backend: str = "auto",
     threads: int | None = None,
     self_test: bool = True,
+    trusted_key: str | Path | None = None,
 ) -> Model:
     """Load and verify a bundle; refuses (``BundleError``) one whose SHA-256s do not match and
-    (``SelfTestError``, with ``self_test``) one the runtime here computes wrongly."""
+    (``SelfTestError``, with ``self_test``) one the runtime here computes wrongly, and
+    (``SignatureError``, with ``trusted_key``, a public key file) one not signed with it."""
     bundle = resolve_bundle(path)
-    manifest = read_manifest(bundle)
+    manifest = read_manifest(bundle, trusted_key)
     verify_bundle(bundle, manifest)
     model = Model(bundle, manifest, backend, threads)
+    check_model_file(model)
     if self_test:
         check_self_test(model)
     return model
