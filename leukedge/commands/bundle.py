@@ -6,6 +6,65 @@ manifest (and its SHA-256s) in place.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from . import fail
+
 app = typer.Typer(help="Maintain model bundles: trust figures, known-answer self-test, signature.")
+
+
+@app.command("keygen")
+def keygen(
+    out: Path = typer.Argument(
+        ..., help="Private key file to write (PEM); the public key goes beside it as *.pub.pem."
+    ),
+) -> None:
+    """Make an Ed25519 key pair for signing bundles. Keep the private key off the station;
+    copy the public key to it and name it in station.toml as trusted_key."""
+    from ..edge.signature import SignatureError, generate_keypair
+
+    public = out.with_name(f"{out.stem}.pub.pem")
+    try:
+        generate_keypair(out, public)
+    except (SignatureError, OSError) as exc:
+        fail(str(exc))
+    print(f"private key (keep it secret, off the station): {out}")
+    print(f"public key (station.toml trusted_key): {public}")
+
+
+@app.command("sign")
+def sign(
+    bundle: str = typer.Argument(..., help="Bundle folder, its leukedge.json, or a shipped name."),
+    key: Path = typer.Option(..., "--key", help="Ed25519 private key (PEM), from bundle keygen."),
+) -> None:
+    """Sign an intact bundle: its manifest, which lists the SHA-256 of every file, gets a
+    signature beside it (leukedge.json.sig). Rewriting the manifest removes it."""
+    from ..edge.bundle import BundleError, read_manifest, verify_bundle
+    from ..edge.model import resolve_bundle
+    from ..edge.signature import sign_bundle
+
+    try:
+        folder = resolve_bundle(bundle)
+        verify_bundle(folder, read_manifest(folder))
+        print(sign_bundle(folder, key))
+    except (BundleError, OSError) as exc:
+        fail(str(exc))
+
+
+@app.command("verify")
+def verify(
+    bundle: str = typer.Argument(..., help="Bundle folder, its leukedge.json, or a shipped name."),
+    key: Path = typer.Option(..., "--key", help="Trusted Ed25519 public key (PEM)."),
+) -> None:
+    """Check a bundle as a station with this trusted key would: signature, manifest, SHA-256s."""
+    from ..edge.bundle import BundleError, read_manifest, verify_bundle
+    from ..edge.model import resolve_bundle
+
+    try:
+        folder = resolve_bundle(bundle)
+        verify_bundle(folder, read_manifest(folder, trusted_key=key))
+    except (BundleError, OSError) as exc:
+        fail(str(exc))
+    print(f"{folder}: signed with {key}, every file matches its SHA-256")
