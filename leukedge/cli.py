@@ -9,7 +9,20 @@ from __future__ import annotations
 import typer
 
 from . import __version__
-from .commands import bench, bundle, data, demo, evaluate, export, results, run, segment, study, train
+from .commands import (
+    bench,
+    bundle,
+    data,
+    demo,
+    evaluate,
+    export,
+    results,
+    run,
+    score,
+    segment,
+    study,
+    train,
+)
 
 app = typer.Typer(
     name="leukedge",
@@ -28,6 +41,7 @@ app.add_typer(bundle.app, name="bundle")
 app.command("run")(run.run)
 app.command("demo")(demo.demo)
 app.command("segment")(segment.segment)
+app.command("score")(score.score)
 app.command("bench")(bench.bench)
 app.command("study")(study.study)
 

@@ -1,0 +1,113 @@
+"""The Ray engine: Ray Data over the same tasks, on a local Ray or an existing cluster.
+
+The tasks become a dataset, ``map_batches`` runs ``_Scorer`` actors (one core each, one
+bundle load per actor) and the driver streams the scored batches back, so OUT can be a
+local folder of the driver. The bundle travels through Ray's object store: each actor
+writes it to a private folder and loads it with ``load_model``, which verifies its
+SHA-256s on that node. Field files are read by the actors: their paths must be readable
+on every node (shared storage mounted at the same path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from .rows import Task, score_tasks
+from .worker import load_pipeline
+
+
+def bundle_files(bundle: Path) -> dict[str, bytes]:
+    """Every file of a bundle folder: relative POSIX path -> bytes."""
+    return {
+        p.relative_to(bundle).as_posix(): p.read_bytes()
+        for p in sorted(bundle.rglob("*"))
+        if p.is_file()
+    }
+
+
+class _Scorer:
+    """A Ray Data actor: the bundle loaded once, then batches of tasks -> records."""
+
+    def __init__(self, files: list, model_sha256: str, model_name: str):
+        import ray
+
+        self._dir = tempfile.TemporaryDirectory(prefix="leukedge-bundle-")
+        for rel, data in ray.get(files[0]).items():
+            path = Path(self._dir.name, rel)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        self.pipeline = load_pipeline(self._dir.name, model_sha256)
+        self.model_name = model_name
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        from .store import arrow_schema
+
+        tasks = [Task(**row) for row in batch.to_pylist()]
+        records = score_tasks(self.pipeline, self.model_name, tasks)
+        schema = arrow_schema().append(pa.field("skipped", pa.bool_()))
+        return pa.Table.from_pylist(records, schema)
+
+
+def start_ray(address: str | None, workers: int | None) -> bool:
+    """Connect to the cluster at ``address``, else start a local Ray with ``workers``
+    CPUs (default: this machine's), offline: no dashboard, no usage statistics.
+    True when this call started or joined Ray (the caller shuts it down)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    local = {} if address else {"num_cpus": workers or os.cpu_count()}
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        **local,
+    )
+    return True
+
+
+def run_batches(
+    batches: Sequence[list[Task]],
+    bundle: Path,
+    model_name: str,
+    model_sha256: str,
+    workers: int | None = None,
+    address: str | None = None,
+) -> Iterator[list[dict]]:
+    """Score ``batches`` with Ray Data: ``workers`` actors (default: one per CPU of the
+    cluster); yields each batch's records (``score_tasks``) as it finishes."""
+    import ray
+    import ray.data
+
+    started = start_ray(address, workers)
+    try:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        workers = workers or int(ray.cluster_resources().get("CPU", 1))
+        size = max(len(b) for b in batches)
+        items = [asdict(t) for b in batches for t in b]
+        dataset = ray.data.from_items(items, override_num_blocks=len(batches))
+        scored = dataset.map_batches(
+            _Scorer,
+            fn_constructor_args=([ray.put(bundle_files(bundle))], model_sha256, model_name),
+            batch_size=size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+        )
+        for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+            yield table.to_pylist()
+    finally:
+        if started:
+            ray.shutdown()

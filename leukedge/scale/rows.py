@@ -1,0 +1,93 @@
+"""One row per field: the station's ``FieldPipeline`` result as a flat, storable record.
+
+A record holds only str, float, int, bool, None and a list of str, so the same record
+travels between processes, through Ray's object store and into Parquet or CSV:
+``probabilities`` is JSON text (class -> probability, the model's class order) and
+``reasons`` a list of the pipeline's reason strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..edge.pipeline import FieldPipeline, FieldResult
+from ..edge.sources.files import read_frame
+
+#: Record columns, in file order, with their Arrow type names.
+COLUMNS: dict[str, str] = {
+    "path": "string",
+    "slide": "string",
+    "sha256": "string",
+    "label": "string",
+    "probabilities": "string",
+    "confidence": "float64",
+    "uncertain": "bool",
+    "reasons": "list<string>",
+    "cell_count": "int64",
+    "model": "string",
+    "model_sha256": "string",
+    "error": "string",
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One field to score: its file, its slide, and the content SHA-256 of the row
+    already stored for it with this model (None: not scored yet)."""
+
+    path: str
+    slide: str
+    done_sha256: str | None = None
+
+
+def score_tasks(pipeline: FieldPipeline, model_name: str, tasks: Iterable[Task]) -> list[dict]:
+    """Read and score fields exactly as the station does (``read_frame`` -> ``pipeline``).
+
+    Returns one record per task, each with an extra ``skipped`` flag: True (and no other
+    figures) when the file's content SHA-256 equals the task's ``done_sha256``, i.e. this
+    model already scored this content. A field that raises is an error record, never a
+    failed batch.
+    """
+    out = []
+    for task in tasks:
+        frame = read_frame(Path(task.path))
+        if task.done_sha256 is not None and frame.sha256 == task.done_sha256:
+            out.append({"path": task.path, "skipped": True})
+            continue
+        try:
+            result = pipeline(frame)
+        except Exception as exc:  # noqa: BLE001 (one odd file must not end a long job)
+            error = f"{task.path}: {type(exc).__name__}: {exc}"
+            result = FieldResult(task.path, frame.time, frame.sha256, error=error)
+        out.append(
+            {
+                "path": task.path,
+                "slide": task.slide,
+                "sha256": result.image_sha256,
+                "label": result.label,
+                "probabilities": None
+                if result.probabilities is None
+                else json.dumps(result.probabilities),
+                "confidence": result.confidence,
+                "uncertain": bool(result.uncertain),
+                "reasons": list(result.reasons),
+                "cell_count": int(result.cell_count),
+                "model": model_name,
+                "model_sha256": pipeline.model.sha256,
+                "error": result.error,
+                "skipped": False,
+            }
+        )
+    return out
+
+
+def decode(record: dict) -> dict:
+    """A stored record with ``probabilities`` as a dict and ``reasons`` as a tuple."""
+    row = {k: record.get(k) for k in COLUMNS}
+    if row["probabilities"] is not None:
+        row["probabilities"] = json.loads(row["probabilities"])
+    row["reasons"] = tuple(row["reasons"] or ())
+    return row

@@ -1,0 +1,148 @@
+"""Score an archive: list the fields, skip those OUT already holds, run an engine, write
+parts as batches finish, then the per-slide summary by the station's slide rule."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..edge.model import Model, load_model
+from ..edge.slide import SlideTally
+from .listing import field_refs, list_fields
+from .rows import Task, decode
+from .store import ResultStore
+
+ENGINES = ("local", "ray")
+
+#: Fields per batch (one part file each): a killed run loses at most the batches in flight.
+BATCH_SIZE = 128
+
+#: ``progress(done, total)``: fields handled so far (scored or skipped) of ``total``.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    """What one ``score_archive`` run did; ``summary`` is what ``slides.json`` holds."""
+
+    out: Path
+    summary: dict
+    scored: int
+    skipped: int
+    errors: int
+    seconds: float
+
+    @property
+    def fields_per_s(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_engine(
+    engine: str,
+    tasks: Sequence[Task],
+    model: Model,
+    workers: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    address: str | None = None,
+) -> Iterator[list[dict]]:
+    """Records (``rows.score_tasks``) of ``tasks``, batch by batch as they finish."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if batch_size < 1 or (workers is not None and workers < 1):
+        raise ValueError("--batch-size and --workers must be at least 1")
+    if address and engine != "ray":
+        raise ValueError("--address joins a Ray cluster: use it with --engine ray")
+    if not tasks:
+        return iter(())
+    batches = [list(tasks[i : i + batch_size]) for i in range(0, len(tasks), batch_size)]
+    args = (batches, model.bundle, model.name, model.sha256, workers)
+    if engine == "local":
+        from .engine_local import run_batches
+
+        return run_batches(*args)
+    try:
+        from .engine_ray import run_batches
+    except ImportError as exc:
+        raise RuntimeError(
+            f"--engine ray needs Ray Data ({exc}): pip install 'leukedge[scale]'"
+        ) from exc
+    return run_batches(*args, address=address)
+
+
+def slide_summary(rows: Sequence[dict], model: Model) -> dict:
+    """Per-slide tallies and calls (``SlideTally``) of decoded rows, slides sorted by id."""
+    tallies: dict[str, SlideTally] = {}
+    for row in sorted(rows, key=lambda r: r["path"]):
+        tally = tallies.setdefault(row["slide"], SlideTally(row["slide"]))
+        tally.add(row["label"], bool(row["uncertain"]), row["error"] is not None)
+    return {
+        "model": model.name,
+        "model_sha256": model.sha256,
+        "fields": len(rows),
+        "errors": sum(r["error"] is not None for r in rows),
+        "slides": [tallies[s].summary() for s in sorted(tallies)],
+    }
+
+
+def score_archive(
+    src: str | Path,
+    out: str | Path,
+    model: str | Path = "default",
+    engine: str = "local",
+    workers: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    address: str | None = None,
+    fmt: str = "parquet",
+    progress: Progress | None = None,
+) -> ScoreReport:
+    """Score every field of ``src`` (``list_fields``) into ``out``.
+
+    Resumable: a field whose file content was already scored into ``out`` by this model
+    is skipped. Raises ``FileNotFoundError``/``ValueError`` for a bad SRC or option and
+    ``BundleError`` for a bundle that fails verification (here or on a worker).
+    """
+    refs = list_fields(src)
+    net = load_model(model)
+    store = ResultStore(out, fmt)
+    done = {p: r["sha256"] for p, r in store.records(net.sha256).items() if r["sha256"]}
+    tasks = [Task(r.path, r.slide, done.get(r.path)) for r in refs]
+    scored = skipped = errors = 0
+    if progress is not None:
+        progress(0, len(tasks))
+    t0 = time.perf_counter()
+    for records in run_engine(engine, tasks, net, workers, batch_size, address):
+        new = [r for r in records if not r["skipped"]]
+        store.write(new)
+        scored, skipped = scored + len(new), skipped + len(records) - len(new)
+        errors += sum(r["error"] is not None for r in new)
+        if progress is not None:
+            progress(scored + skipped, len(tasks))
+    seconds = time.perf_counter() - t0
+    listed = {r.path for r in refs}
+    rows = [r for r in store.rows(net.sha256) if r["path"] in listed]
+    summary = {"source": str(src), **slide_summary(rows, net)}
+    store.write_slides(summary)
+    return ScoreReport(store.out, summary, scored, skipped, errors, seconds)
+
+
+def score_paths(
+    paths: Sequence[str | Path],
+    model: str | Path = "default",
+    engine: str = "local",
+    workers: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    address: str | None = None,
+) -> list[dict]:
+    """Decoded rows (``rows.decode``) of ``paths``, in their order, scored in memory by an
+    engine: the way to run a large labelled set (``leukedge eval``) on many cores or a
+    Ray cluster. Slides are the paths' folders (``field_refs``)."""
+    refs = field_refs(paths)
+    net = load_model(model)
+    tasks = [Task(r.path, r.slide) for r in refs]
+    found = {}
+    for records in run_engine(engine, tasks, net, workers, batch_size, address):
+        found.update((r["path"], decode(r)) for r in records)
+    return [found[os.path.abspath(Path(p).expanduser())] for p in paths]
