@@ -19,7 +19,15 @@ import pytest
 from typer.testing import CliRunner
 
 from leukedge.cli import app
-from leukedge.edge.results_log import SCHEMA_VERSION, ResultsLog, SchemaError
+from leukedge.edge.results_log import (
+    _MIGRATIONS,
+    SCHEMA_VERSION,
+    ResultsError,
+    ResultsLog,
+    SchemaError,
+    SlideError,
+    validate_slide_id,
+)
 from leukedge.edge.sources import open_source
 
 PROBS = {"Benign": 0.1, "Early": 0.2, "Pre": 0.6, "Pro": 0.1}
@@ -101,17 +109,100 @@ def test_bad_input_is_a_clear_error(tmp_path):
 
 def test_restart_continues_the_slide(tmp_path):
     with ResultsLog(tmp_path) as log:
-        first = log.start_slide("s1", model_sha256="m1", operator="ab")
+        first = log.start_slide("s1", model_sha256="m1", operator="ab", station="pi-1")
         log.log_result("s1", _result(1))
-        log.end_slide("s1")
-        assert log.slide("s1").ended is not None
+        # killed here: the slide is still open
     time.sleep(0.01)
     with ResultsLog(tmp_path) as log:
         again = log.start_slide("s1", model_sha256="m2")
-        assert again.started == first.started and again.ended is None
-        assert again.meta == {"operator": "ab"} and again.fields == 1
+        assert again.started == first.started and again.ended is None and again.state == "open"
+        assert again.operator == "ab" and again.meta == {"station": "pi-1"} and again.fields == 1
+        assert again.model_sha256 == "m1"
         assert log.has("s1", "f1.png", f"{1:064x}")
         assert [s.id for s in log.slides()] == ["s1"]
+        ended = log.end_slide("s1", {"label": "Pre", "text": "consistent", "refer": True})
+        assert ended.state == "ended" and ended.ended is not None
+        assert ended.call == {"label": "Pre", "text": "consistent", "refer": True}
+    with ResultsLog(tmp_path) as log:
+        with pytest.raises(SlideError, match="'s1' ended at .*reopen"):
+            log.start_slide("s1")
+        assert log.slide("s1").call["refer"] is True  # stored across a restart
+        reopened = log.start_slide("s1", reopen=True, notes="second pass")
+        assert reopened.state == "open" and reopened.ended is None and reopened.call is None
+        assert reopened.started == first.started and reopened.notes == "second pass"
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "../../../x", "a/b", "a\\b", "..", ".hidden", "-x", "x" * 65, "S 1", "é", "a\0"]
+)
+def test_invalid_slide_ids_are_refused(tmp_path, bad):
+    with ResultsLog(tmp_path) as log:
+        with pytest.raises(SlideError, match="invalid slide id.*letters, digits"):
+            log.start_slide(bad)
+        assert log.slides() == []
+    assert validate_slide_id("S-0042_b.1") == "S-0042_b.1" and validate_slide_id("x" * 64)
+
+
+def test_v1_database_is_migrated_keeping_its_rows(tmp_path):
+    db = tmp_path / "results.db"
+    with sqlite3.connect(db) as con:
+        for statement in _MIGRATIONS[0]:
+            con.execute(statement)
+        meta = json.dumps({"model": "mnv2", "operator": "ab", "source": "folder:/x"})
+        con.execute("INSERT INTO slides VALUES ('old', 1.0, 2.0, 'm', ?)", (meta,))
+        con.execute("INSERT INTO slides VALUES ('open', 3.0, NULL, 'm', '{}')")
+        con.execute(
+            "INSERT INTO results (slide, source_id, time, image_sha256, label, probabilities, "
+            "confidence, uncertain) VALUES ('old', 'a.png', 1.5, 'e', 'Pre', ?, 0.6, 1)",
+            (json.dumps(PROBS),),
+        )
+        con.execute("PRAGMA user_version = 1")
+    with ResultsLog(tmp_path) as log:
+        old, still_open = log.slides()
+        assert (old.id, old.state, old.ended, old.model, old.operator) == (
+            "old",
+            "ended",
+            2.0,
+            "mnv2",
+            "ab",
+        )
+        assert old.meta == {"source": "folder:/x"} and old.call is None and old.fields == 1
+        assert still_open.state == "open"
+        (row,) = log.results("old")
+        assert row["label"] == "Pre" and row["uncertain"] is True and row["reasons"] is None
+        assert row["probabilities"] == PROBS and row["frame"] is None
+        assert log.log_result("open", _result(2, reasons=["low-confidence"]))
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_fields_keep_reasons_quality_and_image_for_reports(tmp_path):
+    with ResultsLog(tmp_path) as log:
+        log.start_slide("s1", model="tiny", model_sha256="m" * 64, operator="ab")
+        rid = log.log_result(
+            "s1",
+            _result(
+                1,
+                uncertain=True,
+                reasons=("low-confidence", "blurred"),
+                quality={"sharpness": np.float32(12.5)},
+                phash="f0" * 8,
+                frame=tmp_path / "f1.png",
+            ),
+        )
+        eid = log.log_error("s1", "bad.png", "bad.png: truncated", "b" * 64, frame="/x/bad.png")
+        assert rid and eid and rid != eid
+        record = log.record("s1")
+        json.dumps(record)  # plain data all through
+        assert record["slide"]["operator"] == "ab" and record["slide"]["model"] == "tiny"
+        first, bad = record["fields"]
+        assert first["id"] == rid and first["reasons"] == ["low-confidence", "blurred"]
+        assert first["quality"] == {"sharpness": 12.5} and first["phash"] == "f0" * 8
+        assert first["frame"] == str(tmp_path / "f1.png")
+        assert bad["error"] == "bad.png: truncated" and bad["frame"] == "/x/bad.png"
+        assert log.field(rid)["slide"] == "s1" and log.field(rid)["reasons"][1] == "blurred"
+        with pytest.raises(KeyError, match="no field 999"):
+            log.field(999)
 
 
 def test_schema_versions(tmp_path):
@@ -197,12 +288,12 @@ folder, db = sys.argv[1], sys.argv[2]
 log = ResultsLog(db)
 log.start_slide("s1")
 with open_source("folder:" + folder, once=True, poll=0.01, settle=0, decode_timeout=0) as source:
+    source.already_done = lambda f: "logged" if log.has("s1", f.source_id, f.sha256) else None
     for frame in source:
         if not log.has("s1", frame.source_id, frame.sha256):
             log.log_result("s1", {"source_id": frame.source_id, "image_sha256": frame.sha256,
                                   "label": "Pre", "probabilities": {"Pre": 1.0}})
-            time.sleep(0.02)  # widen the window between the log commit and mark_done
-        source.mark_done(frame)
+            time.sleep(0.02)  # widen the window between two commits
 """
 
 
@@ -264,13 +355,17 @@ def test_hot_folder_fields_logged_exactly_once_across_sigkill(tmp_path):
     assert sorted(Path(r[0]).name for r in rows) == [f"f{i:02d}.png" for i in range(60)]
 
 
-def test_crash_between_log_and_mark_done_is_skipped_on_restart(tmp_path):
+def test_crash_after_the_log_commit_is_skipped_on_restart(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.full((8, 8, 3), 7, np.uint8))
     log = ResultsLog(tmp_path)
     log.start_slide("s1")
     opts = {"once": True, "poll": 0.01, "settle": 0, "decode_timeout": 0}
+
+    def done(frame):
+        return "already logged" if log.has("s1", frame.source_id, frame.sha256) else None
+
     with open_source(f"folder:{folder}", **opts) as source:
         (frame,) = source
         log.log_result(
@@ -282,12 +377,12 @@ def test_crash_between_log_and_mark_done_is_skipped_on_restart(tmp_path):
                 "probabilities": {"Pre": 1.0},
             },
         )
-        # killed here: logged, never marked done
+        # killed here, right after the commit
     with open_source(f"folder:{folder}", **opts) as source:
-        (again,) = source
-        assert log.has("s1", again.source_id, again.sha256)
-        source.mark_done(again)
+        (again,) = source  # without the log's done-state the file comes again...
+        assert log.has("s1", again.source_id, again.sha256)  # ...and the log has it
     with open_source(f"folder:{folder}", **opts) as source:
+        source.already_done = done
         assert list(source) == []
     assert len(log.results("s1")) == 1
     log.close()

@@ -342,40 +342,161 @@ def test_folder_reads_a_slowly_written_file_once_complete(tmp_path):
 
 
 def test_folder_never_yields_a_done_file_twice_across_restarts(tmp_path):
+    logged: set[tuple[str, str]] = set()  # the results log's done-state, keyed by content
+
     def run(unlogged: tuple[str, ...] = ()) -> list[str]:
-        """Names yielded by a new source (as after a restart); marks all but ``unlogged``."""
+        """Names yielded by a new source (as after a restart); logs all but ``unlogged``."""
         with open_source(f"folder:{tmp_path}", once=True, **FAST) as source:
+            source.already_done = lambda f: "logged" if (f.source_id, f.sha256) in logged else None
             names = []
             for frame in source:
                 names.append(Path(frame.source_id).name)
                 if names[-1] not in unlogged:
-                    source.mark_done(frame)
+                    logged.add((frame.source_id, frame.sha256))
             return names
 
     _png(tmp_path / "a.png", _field())
     _png(tmp_path / "b.png", _field(1))
     os.utime(tmp_path / "a.png", ns=(10**9, 10**9))  # a is older
     assert run(unlogged=("b.png",)) == ["a.png", "b.png"]  # "killed" before b was logged
-    assert (tmp_path / ".leukedge-done.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]  # nothing written
     assert run(unlogged=("b.png",)) == ["b.png"]
     assert run() == ["b.png"]
     assert run() == []
     _png(tmp_path / "c.png", _field(2))
     assert run() == ["c.png"]
-    os.utime(tmp_path / "a.png", ns=(5, 5))  # a changed file is a new field
+    os.utime(tmp_path / "a.png", ns=(5, 5))  # touched, same content: still done
+    assert run() == []
+    _png(tmp_path / "a.png", _field(3))  # new content under the old name: a new field
     assert run() == ["a.png"]
 
 
-def test_folder_state_dir_keeps_the_folder_untouched(tmp_path):
-    folder, state = tmp_path / "in", tmp_path / "state"
-    folder.mkdir()
+def test_read_only_folder_is_processed_and_left_untouched(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "S-1").mkdir(parents=True)
     _png(folder / "a.png", _field())
-    for _ in range(2):
-        with open_source(f"folder:{folder}", once=True, state_dir=state, **FAST) as source:
-            for frame in source:
-                source.mark_done(frame)
-    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]
-    assert len(list(state.iterdir())) == 1
+    _png(folder / "S-1" / "b.png", _field(1))
+    before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    for sub in (folder / "S-1", folder):
+        sub.chmod(0o555)
+    try:
+        frames = _bounded(open_source(f"folder:{folder}", once=True, **FAST))
+    finally:
+        for sub in (folder, folder / "S-1"):
+            sub.chmod(0o755)
+    assert sorted((f.slide or "", Path(f.source_id).name) for f in frames) == [
+        ("", "a.png"),
+        ("S-1", "b.png"),
+    ]
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) == before
+
+
+def test_folder_subfolders_are_slides_ended_by_marker_or_idle_time(tmp_path, caplog):
+    for slide, n in (("S-0042", 2), ("S-0043", 1)):
+        (tmp_path / slide).mkdir()
+        for i in range(n):
+            _png(tmp_path / slide / f"f{i}.png", _field(i))
+    _png(tmp_path / "top.png", _field(9))
+    (tmp_path / "S-0042" / "END").write_text("")
+    (tmp_path / "bad name").mkdir()
+    _png(tmp_path / "bad name" / "x.png", _field())
+    (tmp_path / ".hidden").mkdir()
+    _png(tmp_path / ".hidden" / "y.png", _field())
+    source = open_source(f"folder:{tmp_path}", idle_end=0.3, **FAST)
+    events, start = [], time.monotonic()
+    for frame in source:
+        kind = frame.ends_slide or Path(frame.source_id).name
+        events.append((frame.slide, kind, round(time.monotonic() - start, 1)))
+        if frame.ends_slide and frame.slide == "S-0043":
+            source.stop()
+        assert time.monotonic() - start < 10
+    by_slide = {}
+    for slide, kind, _ in events:
+        by_slide.setdefault(slide, []).append(kind)
+    assert by_slide["S-0042"] == ["f0.png", "f1.png", "end marker END"]  # files, then the end
+    assert by_slide["S-0043"] == ["f0.png", "no new file for 0.3 s"]
+    assert by_slide[None][0] == "top.png"
+    idle = [t for slide, kind, t in events if slide == "S-0043" and kind.startswith("no new")]
+    assert idle[0] >= 0.3
+    marker = next(e for e in events if e[1] == "end marker END")
+    assert marker[0] == "S-0042"
+    assert "'bad name'" in caplog.text and "its files are not read" in caplog.text
+    assert "y.png" not in str(events)
+    with pytest.raises(ValueError, match="idle_end must be > 0"):
+        open_source(f"folder:{tmp_path}", idle_end=0)
+
+
+def test_undecodable_file_name_is_read_and_printable(tmp_path):
+    raw = os.fsencode(tmp_path) + b"/field-\xff\xfe.png"
+    data = cv2.imencode(".png", _field())[1].tobytes()
+    with open(raw, "wb") as f:
+        f.write(data)
+    (frame,) = _bounded(open_source(f"folder:{tmp_path}", once=True, **FAST))
+    assert frame.error is None and frame.data == data
+    assert frame.source_id.endswith("field-\\xff\\xfe.png")
+    frame.source_id.encode("utf-8")  # storable and printable
+    assert os.fsencode(frame.path) == raw
+
+
+def test_symlink_loop_does_not_stop_the_folder(tmp_path, caplog):
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    os.symlink("missing.png", tmp_path / "dangling.png")
+    (tmp_path / "S-1").mkdir()
+    os.symlink(".", tmp_path / "S-1" / "S-1")  # a folder that contains itself
+    _png(tmp_path / "good.png", _field())
+    _png(tmp_path / "S-1" / "good.png", _field(1))
+    source = open_source(f"folder:{tmp_path}", **FAST)
+    frames = []
+    for frame in source:
+        frames.append(frame)
+        if len(frames) == 2:
+            threading.Timer(0.2, source.stop).start()  # a few more scans
+    assert sorted((f.slide or "", Path(f.source_id).name) for f in frames) == [
+        ("", "good.png"),
+        ("S-1", "good.png"),
+    ]
+    assert all(f.error is None for f in frames)
+    assert caplog.text.count("loop.jpg: cannot read") == 1  # reported once, not per scan
+
+
+def test_stalled_writer_gives_one_field_and_no_error(tmp_path, caplog):
+    data = cv2.imencode(".jpg", cv2.cvtColor(_field(size=96), cv2.COLOR_RGB2BGR))[1].tobytes()
+    path = tmp_path / "stall.jpg"
+
+    def writer():
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            time.sleep(1.0)  # stalls longer than decode_timeout
+            f.write(data[len(data) // 2 :])
+
+    source = open_source(f"folder:{tmp_path}", poll=0.02, settle=0.05, decode_timeout=0.3)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    frames = []
+    timer = threading.Timer(10, source.stop)
+    timer.start()
+    for frame in source:
+        frames.append(frame)
+        threading.Timer(0.3, source.stop).start()
+    timer.cancel()
+    thread.join()
+    (frame,) = frames
+    assert frame.error is None and frame.data == data
+    assert "stall.jpg: still incomplete after 0.3 s" in caplog.text
+
+
+def test_content_errors_are_decoded_once(tmp_path, monkeypatch):
+    from leukedge.edge.sources import files
+
+    calls = []
+    real = files.decode_field
+    monkeypatch.setattr(files, "decode_field", lambda *a, **k: calls.append(1) or real(*a, **k))
+    (tmp_path / "text.png").write_bytes(b"not an image at all")
+    source = open_source(f"folder:{tmp_path}", **FAST)
+    threading.Timer(0.3, source.stop).start()  # many scans
+    (frame,) = list(source)
+    assert "text.png" in frame.error and len(calls) == 1
 
 
 def test_folder_watches_for_new_files_until_stopped(tmp_path):
@@ -401,9 +522,6 @@ def test_folder_watches_for_new_files_until_stopped(tmp_path):
 def test_folder_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
         open_source(f"folder:{tmp_path / 'missing'}")
-    (tmp_path / ".leukedge-done.json").write_text("{broken")
-    with pytest.raises(ValueError, match="leukedge-done.json"):
-        open_source(f"folder:{tmp_path}")
     with pytest.raises(ValueError, match="unknown option.*colour"):
         open_source("folder:/tmp", colour=1)
 

@@ -1,8 +1,9 @@
-"""``leukedge run``: the station loop: frames in, per-field results logged, slide summary out."""
+"""``leukedge run``: the station on a source; each field's result out, slide calls at the end."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import typer
 
 from ..console import err_console
+from . import fail
 
 
 def process_age_s() -> float:
@@ -25,6 +27,101 @@ def process_age_s() -> float:
         return time.perf_counter() - IMPORTED_AT
 
 
+class _Notes(logging.Handler):
+    """Library diagnostics (skipped files, unreadable entries, slide ends) on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"[yellow]note:[/yellow] {record.getMessage()}", markup=True)
+
+
+def run(
+    source: str = typer.Option(
+        None,
+        "--source",
+        "-s",
+        help="picamera2, usb:N, folder:DIR (a subfolder per slide), video:FILE, "
+        "image paths/globs, or synthetic.",
+    ),
+    slide: str = typer.Option(
+        None,
+        "--slide",
+        help="Slide of fields without a slide folder [default: the open slide of the last "
+        "run, else a new one from the config's pattern]. An open slide is continued.",
+    ),
+    reopen: bool = typer.Option(False, "--reopen", help="Add fields to an ended --slide."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="'default' (shipped) or a bundle folder."
+    ),
+    backend: str = typer.Option(None, help="auto, onnxruntime or litert."),
+    threads: int = typer.Option(None, help="Inference threads (1-64)."),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Station TOML file; options given here override it."
+    ),
+    results_dir: Path = typer.Option(None, "--results-dir", help="Results folder (SQLite log)."),
+    json_lines: bool = typer.Option(
+        False, "--json-lines", help="One JSON object per field on stdout."
+    ),
+    save_frames: Path = typer.Option(
+        None, "--save-frames", help="Also save each camera/video frame as PNG under DIR/SLIDE/."
+    ),
+    once: bool = typer.Option(
+        False, "--once", help="Hot folder: process what is there, then stop."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Report cold start and per-stage timings."
+    ),
+) -> None:
+    """Classify fields from a source into slides. A finite source ends its slide with a
+    stored call; Ctrl-C or SIGTERM stops and leaves the slide open for the next run."""
+    from ..edge.config import ConfigError
+    from ..edge.results_log import ResultsError, SlideError
+    from ..edge.sources import open_source
+    from ..edge.station import Station
+    from .results import print_slide
+
+    try:
+        cfg = _settings(config, source=source, backend=backend, threads=threads, model=model,
+                        results_dir=str(results_dir) if results_dir else None)  # fmt: skip
+        once_opt = {"once": True} if once and cfg.source.startswith("folder:") else {}
+        src = open_source(cfg.source, **{**cfg.source_options, **once_opt})
+        station = Station.from_config(
+            cfg, config_threshold=config is not None, frames_dir=save_frames
+        )
+        if reopen:
+            station.open_slide(slide or "", reopen=True)
+    except (ConfigError, ResultsError, SlideError, ValueError) as exc:
+        fail(f"refused: {exc}")
+    err_console.print(f"model {station.model.name} on {station.model.backend.name}, "
+                      f"source {cfg.source}, results {station.log.path}")  # fmt: skip
+    signal.signal(signal.SIGTERM, lambda *_: src.stop())
+    notes, slides = _Notes(), []
+    logging.getLogger("leukedge").addHandler(notes)
+
+    def on_result(logged) -> None:
+        _report(logged, json_lines, verbose)
+        if verbose and not slides:
+            err_console.print(f"cold start: {process_age_s():.2f} s to the first result")
+        if logged.slide not in slides:
+            slides.append(logged.slide)
+
+    def on_end(slide_id: str, call: dict) -> None:
+        print_slide(station.slide(slide_id))
+
+    try:
+        station.run(src, slide_id=slide, on_result=on_result, on_slide_end=on_end)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the slide stays open; run again to continue it")
+    except (ResultsError, SlideError) as exc:
+        fail(str(exc))
+    finally:
+        logging.getLogger("leukedge").removeHandler(notes)
+    for record in map(station.slide, slides):
+        if record["slide"]["state"] == "open":
+            print_slide(record)
+    if src.failed:
+        raise typer.Exit(1)
+
+
 def _settings(config: Path | None, **overrides):
     from ..edge.config import StationConfig, load_config
 
@@ -35,140 +132,16 @@ def _settings(config: Path | None, **overrides):
     return cfg
 
 
-def _print_summary(summary: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"slide {summary['slide']}")
-    table.add_column("class")
-    table.add_column("fields", justify="right")
-    table.add_column("confident", justify="right")
-    for label, n in sorted(summary["counts"].items()):
-        table.add_row(label, str(n), str(summary["confident_counts"].get(label, 0)))
-    err_console.print(table)
-    err_console.print(
-        f"fields {summary['fields']}, uncertain {summary['uncertain']}, errors {summary['errors']}"
-    )
-    err_console.print(f"[bold]slide call:[/bold] {summary['explanation']}")
-    err_console.print(f"[italic]{summary['notice']}[/italic]")
-
-
-def run(
-    source: str = typer.Option(
-        None,
-        "--source",
-        "-s",
-        help="picamera2, usb:N, folder:DIR, video:FILE, image paths/globs, or synthetic.",
-    ),
-    slide: str = typer.Option(
-        None,
-        "--slide",
-        help="Slide id (default: from the config's pattern). An existing slide is continued.",
-    ),
-    model: str = typer.Option(
-        None, "--model", "-m", help="'default' (shipped) or a bundle folder."
-    ),
-    backend: str = typer.Option(None, help="auto, onnxruntime or litert."),
-    threads: int = typer.Option(None, help="Inference threads."),
-    config: Path = typer.Option(
-        None, "--config", "-c", help="Station TOML file; options given here override it."
-    ),
-    results_dir: Path = typer.Option(None, "--results-dir", help="Results folder (SQLite log)."),
-    json_lines: bool = typer.Option(
-        False, "--json-lines", help="One JSON object per field on stdout."
-    ),
-    save_frames: Path = typer.Option(
-        None, "--save-frames", help="Also save each camera/video frame as PNG here."
-    ),
-    once: bool = typer.Option(
-        False, "--once", help="Hot folder: process what is there, then stop."
-    ),
-    verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="Report cold start and per-stage timings."
-    ),
-) -> None:
-    """Classify fields from a source into a slide; Ctrl-C or SIGTERM ends it with a summary."""
-    from ..edge.bundle import BundleError
-    from ..edge.config import ConfigError
-    from ..edge.model import load_model
-    from ..edge.pipeline import FieldPipeline
-    from ..edge.results_log import ResultsLog, default_results_dir
-    from ..edge.slide import SlideTally
-    from ..edge.sources import open_source
-
-    try:
-        cfg = _settings(
-            config,
-            source=source,
-            backend=backend,
-            threads=threads,
-            model=model,
-            results_dir=str(results_dir) if results_dir else None,
-        )
-        net = load_model(cfg.model or "default", cfg.backend, cfg.threads)
-    except (ConfigError, BundleError, ValueError) as exc:
-        err_console.print(f"[red]refused:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    pipeline = FieldPipeline(net, threshold=cfg.uncertain_threshold if config else None)
-    slide_id = slide or cfg.new_slide_id()
-    log = ResultsLog(cfg.results_dir or default_results_dir())
-    log.start_slide(slide_id, model_sha256=net.sha256, model=net.name, source=cfg.source)
-    tally = SlideTally(slide_id)
-    for row in log.results(slide_id):
-        tally.add(row.get("label"), bool(row.get("uncertain")), row.get("error") is not None)
-    options = dict(cfg.source_options)
-    if once:
-        options["once"] = True
-    src = open_source(cfg.source, **options)
-    frames_dir = save_frames or (
-        Path(log.path).parent / "frames" / slide_id if cfg.save_frames else None
-    )
-    signal.signal(signal.SIGTERM, lambda *_: src.stop())
-    err_console.print(
-        f"slide [bold]{slide_id}[/bold]: model {net.name} on {net.backend.name}, "
-        f"source {cfg.source}"
-    )
-    first = True
-    try:
-        with src:
-            for frame in src:
-                if not log.has(slide_id, frame.source_id, frame.sha256):
-                    res = pipeline(frame)
-                    if res.error is None:
-                        log.log_result(slide_id, res.log_record())
-                    else:
-                        log.log_error(slide_id, res.source, res.error, res.image_sha256)
-                    tally.add(res.label, res.uncertain, res.error is not None)
-                    if frames_dir is not None and frame.data is None and frame.rgb is not None:
-                        from ..edge.imageio import write_field
-
-                        frames_dir.mkdir(parents=True, exist_ok=True)
-                        write_field(frames_dir / f"{frame.sha256[:16]}.png", frame.rgb)
-                    _report(res, json_lines, verbose)
-                    if first and verbose:
-                        err_console.print(
-                            f"cold start: {process_age_s():.2f} s "
-                            "from process start to first result"
-                        )
-                    first = False
-                src.mark_done(frame)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-    finally:
-        log.end_slide(slide_id)
-    summary = tally.summary()
-    _print_summary(summary)
-    if src.failed:
-        raise typer.Exit(1)
-
-
-def _report(res, json_lines: bool, verbose: bool) -> None:
+def _report(logged, json_lines: bool, verbose: bool) -> None:
+    res = logged.result
     if json_lines:
-        print(json.dumps(res.to_json()), flush=True)
+        print(json.dumps({"slide": logged.slide, "id": logged.id, **res.to_json()}), flush=True)
     if res.error is not None:
         err_console.print(f"[red]error[/red] {res.error}")
         return
     flag = f" [yellow]uncertain ({', '.join(res.reasons)})[/yellow]" if res.uncertain else ""
     timing = " ".join(f"{k} {v:.1f} ms" for k, v in res.timings_ms.items()) if verbose else ""
     err_console.print(
-        f"{res.source}: {res.label} {res.confidence:.2f}, {res.cell_count} cells{flag} {timing}"
+        f"{logged.slide} {res.source}: {res.label} {res.confidence:.2f}, "
+        f"{res.cell_count} cells{flag} {timing}"
     )

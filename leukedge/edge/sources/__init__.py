@@ -2,15 +2,15 @@
 
 Every source is an iterator and context manager of ``Frame`` objects; bad
 input comes as frames with ``error`` set, never as an exception. To log each
-field exactly once, even across a SIGKILL, a caller confirms a frame with
-``source.mark_done(frame)`` only after its result (or error) is committed to
-the results log, and skips frames the log already holds::
+field exactly once, even across a SIGKILL, a consumer keeps its done-state in
+the results log: it skips frames the log already holds and counts a field only
+once its row is committed (``leukedge.edge.station.Station`` does this)::
 
     with open_source("folder:/srv/scans") as source:
+        source.already_done = lambda f: "logged" if log.has(slide, f.source_id, f.sha256) else None
         for frame in source:
             if not log.has(slide, frame.source_id, frame.sha256):
                 ...  # classify, then log.log_result(...) or log.log_error(...)
-            source.mark_done(frame)
 """
 
 from .base import Frame, Source

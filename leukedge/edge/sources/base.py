@@ -6,9 +6,10 @@ import hashlib
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -17,12 +18,18 @@ import numpy as np
 class Frame:
     """One smear field from a source.
 
-    source_id : where it came from: a file path, ``picamera2:0#123``, ``usb:0#17``,
+    source_id : where it came from: a file path (printable: bytes that are not
+        UTF-8 appear as ``\\xNN``), ``picamera2:0#123``, ``usb:0#17``,
         ``video:PATH#42`` or ``synthetic:Pro#3`` (``#n``: frame number in the stream).
     rgb : uint8 (H, W, 3) RGB pixels; None when ``error`` is set.
     data : the encoded bytes of a field read from a file, else None.
     error : what is wrong with this frame (names the source and the problem), else None.
     time : wall-clock time (``time.time()``) at which the source acquired the frame.
+    path : the file a field was read from (the exact name on disk), else None.
+    slide : the slide a source files this frame under (a hot folder's per-slide
+        subfolder), else None: the consumer's current slide.
+    ends_slide : set on a frame that carries no field but ends ``slide`` (a hot
+        folder's end marker or idle time): why it ends, e.g. "end marker END".
     """
 
     source_id: str
@@ -30,6 +37,9 @@ class Frame:
     data: bytes | None = None
     error: str | None = None
     time: float = field(default_factory=time.time)
+    path: Path | None = None
+    slide: str | None = None
+    ends_slide: str | None = None
 
     @cached_property
     def sha256(self) -> str | None:
@@ -50,12 +60,18 @@ class Source(ABC):
     source cannot go on). ``stop()`` is safe from another thread or a signal
     handler: iteration ends before the next frame. ``close()`` releases the
     device; call it from the iterating thread (``with`` does).
+
+    ``already_done``, set by the consumer before iterating, lets sources that
+    read files (the hot folder) skip a field before decoding it: it gets the
+    frame read but not decoded (``data``, ``path``, ``slide``) and returns why
+    the field needs no processing (e.g. "already logged in slide S-0042"), or None.
     """
 
     def __init__(self) -> None:
         self._stop = threading.Event()
         self.failed = False  # set when a camera source gives up
         self._iter: Iterator[Frame] | None = None
+        self.already_done: Callable[[Frame], str | None] | None = None
 
     @abstractmethod
     def _generate(self) -> Iterator[Frame]:
@@ -80,10 +96,6 @@ class Source(ABC):
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on ``stop()``; True when stopping."""
         return self._stop.wait(seconds) if seconds > 0 else self.stopping
-
-    def mark_done(self, frame: Frame) -> None:  # noqa: B027 (a no-op unless overridden)
-        """Record that ``frame``'s result is safely logged. Only sources that
-        remember finished fields across restarts (the hot folder) do anything."""
 
     def close(self) -> None:
         """Stop and release the device (runs the generator's ``finally``)."""

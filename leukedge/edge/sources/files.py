@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,18 +17,42 @@ def is_image_name(name: str) -> bool:
     return not name.startswith((".", "~")) and Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_frame(path: Path) -> Frame:
-    """Read one image file; a Frame with ``error`` set (and ``data`` when the bytes
-    could be read) if it is not a usable field."""
+def printable(path: str | Path) -> str:
+    """``path`` as text that can always be printed and stored: name bytes that are
+    not UTF-8 (kept by Python as surrogates) appear as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def read_file(path: Path, slide: str | None = None) -> Frame:
+    """A frame with the file's bytes in ``data`` (not decoded yet), or ``error`` set
+    when the file cannot be read."""
     try:
-        data = path.read_bytes()
+        return Frame(printable(path), data=path.read_bytes(), path=path, slide=slide)
     except OSError as exc:
-        error = FieldError(path, f"cannot read file ({exc.strerror or exc})")
-        return Frame(str(path), error=str(error))
+        error = FieldError(printable(path), f"cannot read file ({exc.strerror or exc})")
+        return Frame(printable(path), error=str(error), path=path, slide=slide)
+
+
+def decode_frame(frame: Frame) -> FieldError | None:
+    """Decode a ``read_file`` frame in place: ``rgb`` set, or ``error`` if the bytes
+    are not a usable field. Returns that error (its ``permanent`` False: the file may
+    still be being written), else None."""
+    if frame.error is not None or frame.rgb is not None:
+        return None
     try:
-        return Frame(str(path), rgb=decode_field(data, path), data=data)
+        frame.rgb = decode_field(frame.data, frame.source_id)
     except FieldError as exc:
-        return Frame(str(path), data=data, error=str(exc))
+        frame.error = str(exc)
+        return exc
+    return None
+
+
+def read_frame(path: Path) -> Frame:
+    """Read and decode one image file; a Frame with ``error`` set (and ``data`` when
+    the bytes could be read) if it is not a usable field."""
+    frame = read_file(path)
+    decode_frame(frame)
+    return frame
 
 
 def expand(pattern: str | Path) -> list[Path]:

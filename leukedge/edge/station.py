@@ -1,0 +1,390 @@
+"""The station: a model, the field pipeline, the results log and the open slides.
+
+``leukedge run``, ``leukedge demo`` and the web page all drive a ``Station``;
+none of them has station logic of its own. A field is processed exactly once
+per slide: the results log is the done-state (a field already logged for the
+slide is skipped, before decoding when the source reads files), and a field
+counts only once its row is committed. Ending a slide computes its call with
+``SlideTally`` and stores it with the slide. Methods are safe to call from
+several threads (a web server's handlers and a capture loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import StationConfig
+from .imageio import FieldError, write_field
+from .model import Model, load_model
+from .pipeline import FieldPipeline, FieldResult
+from .results_log import (
+    ResultsLog,
+    SlideError,
+    SlideInfo,
+    default_results_dir,
+    validate_slide_id,
+)
+from .slide import MAX_UNCERTAIN, MIN_AGREEMENT, MIN_FIELDS, REFER, SlideTally
+from .sources.base import Frame, Source
+
+log = logging.getLogger(__name__)
+
+#: Default ``slide_pattern``: a ``time.strftime`` pattern naming a new slide.
+SLIDE_PATTERN = "slide-%Y%m%d-%H%M%S"
+#: Most inference threads accepted: more only oversubscribes a Pi (and thousands hang).
+MAX_THREADS = 64
+
+
+@dataclass(frozen=True)
+class LoggedField:
+    """A field the station processed: its slide, its row ``id`` in the results log
+    (None if the row could not be added, e.g. logged meanwhile) and the result."""
+
+    slide: str
+    id: int | None
+    result: FieldResult
+
+
+def tally_from_rows(slide_id: str, rows: Iterable[dict[str, Any]]) -> SlideTally:
+    """A slide's ``SlideTally`` rebuilt from its logged rows (``ResultsLog.results``)."""
+    tally = SlideTally(slide_id)
+    for r in rows:
+        tally.add(r["label"], bool(r["uncertain"]), r["error"] is not None)
+    return tally
+
+
+def call_record(tally: SlideTally) -> dict[str, Any]:
+    """The call stored with an ended slide: ``label`` (None: no call), ``text``,
+    ``refer`` (refer to a haematologist), the rule's ``figures`` and ``notice``."""
+    summary = tally.summary()
+    figures = {k: v for k, v in summary.items() if k not in ("slide", "call", "explanation")}
+    figures.pop("notice")
+    figures["rule"] = {
+        "max_uncertain": MAX_UNCERTAIN,
+        "min_agreement": MIN_AGREEMENT,
+        "min_fields": MIN_FIELDS,
+    }
+    text = summary["explanation"]
+    return {
+        "label": summary["call"],
+        "text": text,
+        "refer": REFER in text,
+        "figures": figures,
+        "notice": summary["notice"],
+    }
+
+
+class Station:
+    """Classify fields into slides and keep every result.
+
+    model : a loaded ``Model``; log : the ``ResultsLog`` (``":memory:"`` for a demo).
+    threshold, seg_mode : passed to ``FieldPipeline`` (None: the model's threshold).
+    frames_dir : when set, camera/video/synthetic frames are saved as
+        ``frames_dir/SLIDE/<sha256[:16]>.png`` so reports can show them (files
+        read from disk are referred to by their own path).
+    slide_pattern : ``time.strftime`` pattern naming a new slide in ``run``.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        log: ResultsLog,
+        *,
+        threshold: float | None = None,
+        seg_mode: str = "robust",
+        frames_dir: str | Path | None = None,
+        slide_pattern: str = SLIDE_PATTERN,
+    ):
+        self.model, self.log = model, log
+        self.pipeline = FieldPipeline(model, seg_mode=seg_mode, threshold=threshold)
+        self.frames_dir = Path(frames_dir) if frames_dir is not None else None
+        self.slide_pattern = slide_pattern
+        self.current: str | None = None  # the slide ``process`` uses by default
+        self._tallies: dict[str, SlideTally] = {}  # open slides this station works on
+        self._lock = threading.RLock()
+        self._default: str | None = None  # run(): the slide of frames without one
+        self._source: Source | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: StationConfig,
+        *,
+        config_threshold: bool = True,
+        frames_dir: str | Path | None = None,
+    ) -> Station:
+        """A station as ``config`` describes it: its model, backend, threads, results
+        folder, slide pattern, frames (``save_frames``, or ``frames_dir``) and, if
+        ``config_threshold``, its ``uncertain_threshold`` (else the model's).
+        Raises ``ValueError`` (``BundleError``) or ``ResultsError`` naming the problem."""
+        if not 1 <= config.threads <= MAX_THREADS:
+            raise ValueError(f"threads must be 1..{MAX_THREADS}, got {config.threads}")
+        model = load_model(config.model or "default", config.backend, config.threads)
+        log = ResultsLog(config.results_dir or default_results_dir())
+        if frames_dir is None and config.save_frames:
+            frames_dir = log.path.parent / "frames"
+        return cls(
+            model,
+            log,
+            threshold=config.uncertain_threshold if config_threshold else None,
+            frames_dir=frames_dir,
+            slide_pattern=config.slide_id,
+        )
+
+    # -- slides -----------------------------------------------------------------
+
+    def open_slide(
+        self,
+        slide_id: str,
+        operator: str | None = None,
+        notes: str | None = None,
+        *,
+        reopen: bool = False,
+        **meta: Any,
+    ) -> SlideInfo:
+        """Start ``slide_id`` or continue it if open, and make it ``current``.
+
+        ``SlideError`` for an invalid id, an ended slide (unless ``reopen``), or
+        a slide started with another model.
+        """
+        with self._lock:
+            info = self._open(slide_id, operator, notes, reopen=reopen, **meta)
+            self.current = slide_id
+            return info
+
+    def _open(self, slide_id, operator=None, notes=None, *, reopen=False, **meta):
+        self._check_model(slide_id)
+        info = self.log.start_slide(
+            slide_id,
+            model_sha256=self.model.sha256,
+            model=self.model.name,
+            operator=operator,
+            notes=notes,
+            reopen=reopen,
+            **meta,
+        )
+        self._tallies[slide_id] = tally_from_rows(slide_id, self.log.results(slide_id))
+        return info
+
+    def end_slide(self, slide_id: str) -> dict[str, Any]:
+        """End ``slide_id``: compute its call, store it with the slide and return it
+        (``call_record``). An ended slide's stored call is returned as it is;
+        ``KeyError`` if there is no such slide."""
+        with self._lock:
+            info = self.log.slide(slide_id)
+            if info.state == "ended":
+                self._tallies.pop(slide_id, None)
+                return info.call or {}
+            tally = self._tallies.pop(slide_id, None)
+            if tally is None:
+                tally = tally_from_rows(slide_id, self.log.results(slide_id))
+            call = call_record(tally)
+            self.log.end_slide(slide_id, call)
+            if self.current == slide_id:
+                self.current = None
+            return call
+
+    def slide(self, slide_id: str) -> dict[str, Any]:
+        """A slide as plain dicts: ``slide`` (info and stored call), ``tally`` (the
+        running counts and call, ``SlideTally.summary``) and ``fields``."""
+        with self._lock:
+            record = self.log.record(slide_id)
+            tally = self._tallies.get(slide_id) or tally_from_rows(slide_id, record["fields"])
+            record["tally"] = tally.summary()
+            return record
+
+    def new_slide_id(self) -> str:
+        """A new slide id from ``slide_pattern`` and the time now (``-2``, ``-3``...
+        appended if that id is taken)."""
+        base = validate_slide_id(time.strftime(self.slide_pattern))
+        candidate, n = base, 1
+        while self.log.find_slide(candidate) is not None:
+            n += 1
+            candidate = f"{base}-{n}"
+        return candidate
+
+    def resume_slide(self) -> str | None:
+        """The latest open slide that ``run`` started for frames without a slide of
+        their own, with this model, if any (a restart continues it)."""
+        for info in reversed(self.log.slides()):
+            default = info.meta.get("origin") == "run"
+            if info.state == "open" and default and info.model_sha256 == self.model.sha256:
+                return info.id
+        return None
+
+    # -- fields -----------------------------------------------------------------
+
+    def process(self, frame: Frame, slide_id: str | None = None) -> LoggedField | None:
+        """Classify ``frame`` into ``slide_id`` (default ``current``), log it, count it.
+
+        Returns None, doing nothing, if the slide already holds this field (same
+        source and content). A slide this station has not opened is opened (or
+        continued) first. ``SlideError`` for no slide or an ended one;
+        ``ResultsError`` if the log cannot be written (the field is then not
+        counted and is processed again next time).
+        """
+        with self._lock:
+            slide = slide_id or self.current
+            if slide is None:
+                raise SlideError("no open slide: start one first (new slide)")
+            if slide not in self._tallies:
+                self._open(slide)
+            if self.log.has(slide, frame.source_id, frame.sha256):
+                return None
+            res = self.pipeline(frame)
+            image = self._image_file(slide, frame)
+            if res.error is None:
+                record = {"reasons": list(res.reasons), **res.log_record(), "frame": image}
+                field_id = self.log.log_result(slide, record)
+            else:
+                field_id = self.log.log_error(
+                    slide, res.source, res.error, res.image_sha256, when=res.time, frame=image
+                )
+            if field_id is not None:
+                self._tallies[slide].add(res.label, res.uncertain, res.error is not None)
+            return LoggedField(slide, field_id, res)
+
+    def _image_file(self, slide: str, frame: Frame) -> str | None:
+        """Where the field's image is kept: its source file, or a frame saved in
+        ``frames_dir`` (None if neither)."""
+        if frame.path is not None:
+            path = os.path.abspath(frame.path)
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:  # a name that is not UTF-8: source_id has it escaped
+                return None
+            return path
+        if self.frames_dir is None or frame.rgb is None:
+            return None
+        path = self.frames_dir / slide / f"{frame.sha256[:16]}.png"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_field(path, frame.rgb)
+        except (OSError, FieldError) as exc:
+            log.warning("%s: frame not saved (%s); the result is still logged", path, exc)
+            return None
+        return str(path)
+
+    def _already_done(self, frame: Frame) -> str | None:
+        """Why a source need not decode ``frame`` (its slide ended, or it is logged)."""
+        with self._lock:
+            slide = frame.slide or self._default
+            info = self.log.find_slide(slide) if slide else None
+            if info is None:
+                return None
+            if info.state == "ended":
+                return f"slide {slide} is ended (use a new slide folder)"
+            if self.log.has(slide, frame.source_id, frame.sha256):
+                return f"already logged in slide {slide}"
+            return None
+
+    # -- the loop ---------------------------------------------------------------
+
+    def run(
+        self,
+        source: Source | Iterable[Frame],
+        *,
+        slide_id: str | None = None,
+        on_result: Callable[[LoggedField], None] | None = None,
+        on_slide_end: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> list[str]:
+        """Process every frame of ``source`` until it ends or is stopped (``stop()``,
+        or ``source.stop()`` from a signal handler); return the slides that got
+        fields or ended, in order.
+
+        A frame goes to its own ``slide`` (a hot folder's subfolder), else to the
+        run's slide: ``slide_id``, else the open slide a previous run left (a
+        restart continues it), else a new one from ``slide_pattern``. The run's
+        slide is created with its first field, so a run that processes nothing
+        leaves no empty slide. Frames that end a slide (end marker, idle time)
+        end it (``on_slide_end(slide, call)``); after the run's slide ends, later
+        frames go to a new one unless ``slide_id`` was given. When a finite
+        source is exhausted (not stopped, not a failed camera) the run's slide
+        ends; stopped, it stays open for the next run. ``SlideError`` before
+        any frame if ``slide_id`` is invalid, ended, or of another model.
+        """
+        with self._lock:
+            if slide_id is not None:
+                self._check_usable(slide_id)
+            self._default = slide_id or self.resume_slide() or self.new_slide_id()
+            self._source = source if isinstance(source, Source) else None
+        touched: list[str] = []
+        if isinstance(source, Source):
+            source.already_done = self._already_done
+        with source if isinstance(source, Source) else nullcontext():
+            for frame in source:
+                slide = frame.slide or self._default
+                if frame.ends_slide is not None:
+                    self._end_from_source(frame, slide, slide_id, on_slide_end, touched)
+                    continue
+                try:
+                    if slide not in self._tallies:
+                        origin = "run" if frame.slide is None else "folder"
+                        self._open(slide, origin=origin)
+                    logged = self.process(frame, slide)
+                except SlideError as exc:
+                    log.warning("%s: not processed: %s", frame.source_id, exc)
+                    continue
+                if logged is None:
+                    continue
+                if slide not in touched:
+                    touched.append(slide)
+                if on_result is not None:
+                    on_result(logged)
+            stopped = isinstance(source, Source) and (source.stopping or source.failed)
+        with self._lock:
+            self._source = None
+            info = self.log.find_slide(self._default)
+            if not stopped and info is not None and info.state == "open":
+                call = self.end_slide(self._default)
+                if on_slide_end is not None:
+                    on_slide_end(self._default, call)
+        return touched
+
+    def _check_model(self, slide_id: str) -> SlideInfo | None:
+        """The slide's info (None if new); ``SlideError`` if invalid or of another model."""
+        info = self.log.find_slide(validate_slide_id(slide_id))
+        if info is not None and info.model_sha256 not in (None, self.model.sha256):
+            raise SlideError(
+                f"slide {slide_id!r} was started with model {info.model} "
+                f"({info.model_sha256[:12]}); this station runs {self.model.name} "
+                f"({(self.model.sha256 or '')[:12]}): end it there, or use a new slide id"
+            )
+        return info
+
+    def _check_usable(self, slide_id: str) -> None:
+        info = self._check_model(slide_id)
+        if info is not None and info.state == "ended":
+            raise SlideError(
+                f"slide {slide_id!r} has ended; use a new slide id, or reopen it to add fields"
+            )
+
+    def _end_from_source(self, frame, slide, fixed, on_slide_end, touched) -> None:
+        with self._lock:
+            info = self.log.find_slide(slide)
+            if info is None or info.state == "ended":
+                return
+            if frame.slide is None and frame.time < info.started:
+                return  # an end marker left from an earlier slide
+            log.info("slide %s ends: %s", slide, frame.ends_slide)
+            call = self.end_slide(slide)
+            if slide not in touched:
+                touched.append(slide)
+            if slide == self._default and fixed is None:
+                self._default = self.new_slide_id()
+        if on_slide_end is not None:
+            on_slide_end(slide, call)
+
+    def stop(self) -> None:
+        """Stop a running ``run`` before its next frame (thread-safe)."""
+        source = self._source
+        if source is not None:
+            source.stop()
