@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from leukedge.edge.classes import CLASSES
-from leukedge.edge.shifts import SHIFTS, apply_shift, paint_out_cells
 from leukedge.edge.synth import synth_field, write_synth_dataset
+from leukedge.evaluation.shifts import SHIFTS, apply_shift, paint_out_cells
 from leukedge.training import metrics
 from leukedge.training.jitter import Jitter, dihedral, jitter
 from leukedge.training.report import evaluate, write_report

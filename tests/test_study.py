@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from leukedge.edge.shifts import SHIFTS
+from leukedge.evaluation.shifts import SHIFTS
 from leukedge.training.study import STUDY_MODELS
 
 pytestmark = pytest.mark.slow

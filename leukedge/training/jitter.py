@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..edge.shifts import adjust_hsv, scale_channels
+from ..evaluation.shifts import adjust_hsv, scale_channels
 
 
 @dataclass(frozen=True)

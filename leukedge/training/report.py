@@ -1,7 +1,7 @@
 """Evaluation reports: clean metrics, the colour-shift suite and the shortcut audit.
 
 ``evaluate`` runs any classifier, given as ``predict(fields) -> probabilities``, on
-labelled fields: clean, under every shift of ``leukedge.edge.shifts.SHIFTS`` and with
+labelled fields: clean, under every shift of ``leukedge.evaluation.shifts.SHIFTS`` and with
 the cells painted out (``paint_out_cells``). ``write_report`` writes ``report.json``,
 ``report.md`` and the ``confusion.png``, ``reliability.png`` and ``shifts.png`` plots.
 Training reports, ``leukedge eval`` and the benchmarks all use these two functions.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..edge.imageio import FieldError, read_field
-from ..edge.shifts import SHIFTS, paint_out_cells
+from ..evaluation.shifts import SHIFTS, paint_out_cells
 from ..progress import progress_bar
 from .metrics import N_BOOTSTRAP, summarize
 from .split import read_split

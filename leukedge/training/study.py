@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..console import err_console
-from ..edge.shifts import SHIFTS
+from ..evaluation.shifts import SHIFTS
 from ..progress import progress_bar
 from .report import headline, lookup
 from .runs import weights_of
@@ -208,7 +208,7 @@ def to_markdown(study: dict) -> str:
         "",
         f"Test split of `{study['split_csv']}` ({n} fields), {study['imgsz']} px, epochs "
         + ", ".join(f"{k} {v}" for k, v in study["epochs"].items()) + ".",
-        "Shifts are applied to the raw field (`leukedge.edge.shifts`); the shortcut audit "
+        "Shifts are applied to the raw field (`leukedge.evaluation.shifts`); the shortcut audit "
         f"paints the detected cells out (lower is better; chance {_pct(chance)}%). "
         "\"notebook %\" is the reference notebook's published accuracy on its own split.",
         "",

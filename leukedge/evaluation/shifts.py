@@ -23,7 +23,7 @@ from functools import partial
 import cv2
 import numpy as np
 
-from .segment import scaled_params, segment
+from ..edge.segment import scaled_params, segment
 
 #: Dilation of the cell mask before painting, in px for a 224x224 field (scaled like
 #: the segmentation kernels): covers the cells' soft rims.

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the shift suite and reports over labelled fields (above edge and data)."""
