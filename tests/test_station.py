@@ -7,12 +7,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import write_tiny_bundle
 from typer.testing import CliRunner
 
 from leukedge.cli import app
@@ -21,8 +23,10 @@ from leukedge.edge.classes import CLASSES
 from leukedge.edge.model import load_model
 from leukedge.edge.pipeline import FieldPipeline
 from leukedge.edge.preprocess import prepare
+from leukedge.edge.results_log import ResultsLog, SlideError
 from leukedge.edge.slide import SlideTally
-from leukedge.edge.sources import Frame
+from leukedge.edge.sources import Frame, open_source
+from leukedge.edge.station import Station
 from leukedge.edge.synth import synth_field
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/taleqani-all"
@@ -201,3 +205,156 @@ def test_model_file_missing_from_manifest_files_is_refused(tiny_bundle):
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"model\.onnx: not listed"):
         load_model(tiny_bundle)
+
+
+# -- the Station: slides, hot folder, restarts ---------------------------------------
+
+
+def _frames(n: int, start: int = 0, name: str = "cam") -> list[Frame]:
+    return [
+        Frame(f"{name}#{i}", rgb=synth_field(CLASSES[i % 4], size=(64, 64), seed=i)[0])
+        for i in range(start, start + n)
+    ]
+
+
+def _station(bundle, results, **kw) -> Station:
+    return Station(load_model(bundle), ResultsLog(results), **kw)
+
+
+def test_slide_lifecycle_start_capture_restart_end(tiny_bundle, tmp_path):
+    results = tmp_path / "results"
+    station = _station(tiny_bundle, results, frames_dir=tmp_path / "frames")
+    info = station.open_slide("S-0042", operator="ab", notes="first smear")
+    assert (info.state, info.operator, info.model) == ("open", "ab", "tiny-test")
+    assert info.model_sha256 == station.model.sha256
+    ids = [station.process(f).id for f in _frames(3)]
+    assert len(set(ids)) == 3 and all(ids)
+    assert station.process(_frames(1)[0]) is None  # the same field again: not counted twice
+    station.log.close()  # "killed" mid-slide: no end
+
+    again = _station(tiny_bundle, results, frames_dir=tmp_path / "frames")
+    assert again.open_slide("S-0042").fields == 3  # a restart continues the slide
+    logged = [again.process(f) for f in _frames(2, start=3)]
+    assert [x.slide for x in logged] == ["S-0042"] * 2
+    running = again.slide("S-0042")
+    assert running["tally"]["fields"] == 5 and running["slide"]["call"] is None
+    call = again.end_slide("S-0042")
+    assert call["text"] == running["tally"]["explanation"]
+    assert call["refer"] == ("refer to a haematologist" in call["text"])
+    assert call["figures"]["fields"] == 5 and call["figures"]["rule"]["min_fields"] == 3
+    stored = again.log.slide("S-0042")
+    assert stored.state == "ended" and stored.call == call and stored.ended >= stored.started
+    assert again.end_slide("S-0042") == call  # ending again returns the stored call
+    fields = again.slide("S-0042")["fields"]
+    assert [f["id"] for f in fields] == [*ids, *(x.id for x in logged)]
+    assert all(isinstance(f["reasons"], list) for f in fields)
+    assert all(Path(f["frame"]).is_file() for f in fields)  # saved frames, for reports
+    assert Path(fields[0]["frame"]).parent == tmp_path / "frames" / "S-0042"
+    with pytest.raises(SlideError, match="ended"):
+        again.process(_frames(1, start=9)[0], "S-0042")
+    with pytest.raises(SlideError, match="ended"):
+        again.open_slide("S-0042")
+    assert again.open_slide("S-0042", reopen=True).state == "open"
+    with pytest.raises(SlideError, match="no open slide"):
+        _station(tiny_bundle, tmp_path / "other").process(_frames(1)[0])
+
+
+def test_a_slide_is_continued_only_with_its_model(tiny_bundle, tmp_path):
+    station = _station(tiny_bundle, tmp_path / "r")
+    station.open_slide("S-1")
+    station.process(_frames(1)[0])
+    other = write_tiny_bundle(tmp_path / "other", size=16)
+    with pytest.raises(SlideError, match="started with model tiny-test .* new slide id"):
+        _station(other, tmp_path / "r").open_slide("S-1")
+
+
+@pytest.mark.parametrize("bad", ["../../../x", "a/b", "..", ".x", "x" * 65, "S 1"])
+def test_invalid_slide_ids_are_refused_and_nothing_escapes(tiny_bundle, tmp_path, bad):
+    station = _station(tiny_bundle, tmp_path / "r", frames_dir=tmp_path / "r" / "frames")
+    with pytest.raises(SlideError, match="invalid slide id"):
+        station.open_slide(bad)
+    with pytest.raises(SlideError, match="invalid slide id"):
+        station.run(_frames(1), slide_id=bad)
+    args = ["run", "--source", "synthetic?n=1", "--model", str(tiny_bundle), "--slide", bad]
+    args += ["--results-dir", str(tmp_path / "r"), "--save-frames", str(tmp_path / "r" / "f")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "invalid slide id" in result.stderr
+    assert "Traceback" not in result.output
+    assert station.log.slides() == []
+    assert not (tmp_path / "x").exists() and not list(tmp_path.rglob("*.png"))
+
+
+def test_hot_folder_subfolders_end_marker_idle_end_and_restart(tiny_bundle, tmp_path, caplog):
+    incoming, results = tmp_path / "incoming", tmp_path / "results"
+    _fields_folder(incoming / "S-0042", 3)
+    _fields_folder(incoming / "S-0043", 2)
+    _fields_folder(incoming, 1)  # top level: the run's slide
+    (incoming / "S-0042" / "END").write_text("")
+
+    def run(slide_id=None, stop=lambda fields, ended: False, **options):
+        station = _station(tiny_bundle, results)
+        source = open_source(f"folder:{incoming}", poll=0.02, settle=0, decode_timeout=0, **options)
+        fields, ended = [], {}
+
+        def check():
+            if stop(fields, ended):
+                source.stop()
+
+        timer = threading.Timer(20, source.stop)
+        timer.start()
+        touched = station.run(
+            source,
+            slide_id=slide_id,
+            on_result=lambda f: (fields.append(f), check()),
+            on_slide_end=lambda s, call: (ended.update({s: call}), check()),
+        )
+        timer.cancel()
+        return station, touched, ended
+
+    station, touched, ended = run("TOP", stop=lambda fields, ended: len(fields) == 6 and ended)
+    assert sorted(touched) == ["S-0042", "S-0043", "TOP"] and list(ended) == ["S-0042"]
+    first = station.log.slide("S-0042")
+    assert (
+        first.call == ended["S-0042"] and first.fields == 3 and first.meta == {"origin": "folder"}
+    )
+    assert station.log.slide("S-0043").state == station.log.slide("TOP").state == "open"
+
+    # a restart: open slides go on, nothing is processed twice, the operator is told why
+    _fields_folder(incoming / "S-0044", 1)
+    caplog.clear()
+    station, touched, ended = run("TOP", once=True)
+    assert touched == ["S-0044"] and list(ended) == ["TOP"]  # --once: the run's slide ends
+    assert "skipped 2 file(s): already logged in slide S-0043" in caplog.text
+    assert "skipped 1 file(s): already logged in slide TOP" in caplog.text
+    assert "skipped 3 file(s): slide S-0042 is ended (use a new slide folder)" in caplog.text
+    assert station.log.slide("S-0044").state == station.log.slide("S-0043").state == "open"
+
+    # idle slides end; the top level goes to a new slide, as TOP has ended
+    station, touched, ended = run(idle_end=0.3, stop=lambda fields, ended: len(ended) == 3)
+    (new,) = set(touched) - {"S-0043", "S-0044"}
+    assert new.startswith("slide-") and sorted(ended) == sorted(["S-0043", "S-0044", new])
+    assert station.log.slide(new).meta == {"origin": "run"} and station.log.slide(new).fields == 1
+    assert all(s.state == "ended" and s.call for s in station.log.slides())
+    assert sum(s.fields for s in station.log.slides()) == 8
+
+
+def test_results_show_reproduces_the_call_the_station_printed(tiny_bundle, tmp_path):
+    folder = tmp_path / "scans"
+    _fields_folder(folder, 5)
+    results = tmp_path / "results"
+    args = ["run", "--source", f"folder:{folder}", "--once", "--slide", "S-7"]
+    result = CliRunner().invoke(
+        app, [*args, "--model", str(tiny_bundle), "--results-dir", str(results)]
+    )
+    assert result.exit_code == 0, result.output
+    (printed,) = [x for x in result.stderr.splitlines() if x.startswith("slide call:")]
+    shown = CliRunner().invoke(app, ["results", "show", "S-7", "--dir", str(results)])
+    assert shown.exit_code == 0, shown.output
+    assert printed in shown.stdout.splitlines()
+    counts = ResultsLog(results).tally("S-7")["labels"]
+    for label, n in counts.items():
+        assert any(label in x and str(n) in x for x in shown.stdout.splitlines())
+    listed = CliRunner().invoke(app, ["results", "list", "--dir", str(results)])
+    assert "ended" in listed.stdout
+    missing = CliRunner().invoke(app, ["results", "show", "nope", "--dir", str(results)])
+    assert missing.exit_code == 2 and "no slide 'nope'" in missing.stderr

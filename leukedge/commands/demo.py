@@ -10,6 +10,12 @@ import typer
 from rich.table import Table
 
 from ..console import console, err_console
+from . import fail
+
+#: Bounds of the synthetic slide: sides in pixels, and all fields' pixels together
+#: (kept in memory at once: 40 MP is about 160 MB with the masks).
+SIZES = (32, 2048)
+MAX_PIXELS = 40_000_000
 
 
 def demo(
@@ -24,12 +30,12 @@ def demo(
     """
     from ..edge.backends import FORMAT_BACKEND, available_backends
     from ..edge.classes import CLASSES
-    from ..edge.model import MODELS_DIR, load_model
-    from ..edge.pipeline import FieldPipeline
-    from ..edge.slide import SlideTally
+    from ..edge.model import MODELS_DIR
     from ..edge.sources import Frame
+    from ..edge.station import MAX_THREADS
     from ..edge.synth import synth_field
 
+    _check(fields, seed, size, threads, MAX_THREADS)
     truth = [CLASSES[i % len(CLASSES)] for i in range(fields)]
     drawn = [synth_field(t, size=(size, size), seed=seed * 1000 + i) for i, t in enumerate(truth)]
     frames = [
@@ -42,12 +48,11 @@ def demo(
         err_console.print(f"[yellow]skipped[/yellow] {b.name}: its backend is not installed")
 
     table = Table(title=f"synthetic slide: {fields} fields of {size}x{size} px")
-    table.add_column("field")
-    table.add_column("truth")
-    table.add_column("cells (found/true)", justify="right")
+    for name in ("field", "truth", "cells (found/true)"):
+        table.add_column(name, justify="right" if name.startswith("cells") else "left")
     segs, t_seg = _segment_all(frames)
     true_cells = [cv2.connectedComponents(m.astype(np.uint8))[0] - 1 for _, m in drawn]
-    columns = [
+    rows = [
         [f.source_id, t, f"{len(s.cells)}/{c}"]
         for f, t, s, c in zip(frames, truth, segs, true_cells)
     ]
@@ -57,39 +62,66 @@ def demo(
     latency.add_row("(segmentation only)", "-", f"{t_seg:.2f}", "-", "-", f"{t_seg:.2f}")
     calls = []
     for bundle in runnable:
-        model = load_model(bundle, threads=threads)
-        pipeline = FieldPipeline(model)
-        table.add_column(f"{model.name} ({model.backend.name})")
-        tally, timings = SlideTally(model.name), []
-        for row, frame in zip(columns, frames):
-            res = pipeline(frame)
-            tally.add(res.label, res.uncertain, res.error is not None)
-            timings.append(res.timings_ms)
-            row.append(
-                res.error or f"{res.label} {res.confidence:.2f}" + (" ?" if res.uncertain else "")
-            )
-        med = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
-        latency.add_row(
-            model.name,
-            model.backend.name,
-            *(f"{med[k]:.2f}" for k in ("segment", "preprocess", "infer")),
-            f"{sum(med.values()):.2f}",
-        )
-        calls.append((model.name, tally.call()[1]))
-    for row in columns:
+        name, backend, cells, med, call = _run_model(bundle, frames, threads)
+        table.add_column(f"{name} ({backend})")
+        for row, cell in zip(rows, cells):
+            row.append(cell)
+        stages = (f"{med.get(k, 0.0):.2f}" for k in ("segment", "preprocess", "infer"))
+        latency.add_row(name, backend, *stages, f"{sum(med.values()):.2f}")
+        calls.append(f"{name}: slide call: {call}")
+    for row in rows:
         table.add_row(*row)
     console.print(table)
     console.print(latency)
     if not runnable:
-        console.print(
-            "No model bundle is shipped in this installation yet: the demo ran segmentation only."
-        )
-    for name, call in calls:
-        console.print(f"{name}: slide call: {call}")
+        console.print("No model bundle is shipped in this installation yet: the demo ran "
+                      "segmentation only.")  # fmt: skip
+    for line in calls:
+        console.print(line)
     console.print(
         "Synthetic fields: predictions show the pipeline works, not how accurate it is. "
         "Decision support for research use only; not a diagnosis."
     )
+
+
+def _run_model(bundle, frames, threads: int):
+    """(model name, backend, a table cell per frame, median stage timings in ms, the
+    slide call) of ``frames`` as one slide through a ``Station`` on ``bundle``."""
+    from ..edge.model import load_model
+    from ..edge.results_log import MEMORY, ResultsLog
+    from ..edge.station import Station
+
+    station = Station(load_model(bundle, threads=threads), ResultsLog(MEMORY))
+    logged = []
+    station.run(frames, slide_id="demo", on_result=logged.append)
+    done = {f.result.source: f.result for f in logged}
+    cells = []
+    for frame in frames:
+        res = done[frame.source_id]
+        cells.append(
+            res.error or f"{res.label} {res.confidence:.2f}" + (" ?" if res.uncertain else "")
+        )
+    timings = [r.timings_ms for r in done.values()]
+    med = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
+    call = station.log.slide("demo").call["text"]
+    return station.model.name, station.model.backend.name, cells, med, call
+
+
+def _check(fields: int, seed: int, size: int, threads: int, max_threads: int) -> None:
+    """One-line errors (exit 2) for options that cannot make a slide or would not fit."""
+    if fields < 1:
+        fail(f"--fields must be at least 1, got {fields}")
+    if seed < 0:
+        fail(f"--seed must be 0 or more, got {seed}")
+    if not SIZES[0] <= size <= SIZES[1]:
+        fail(f"--size must be {SIZES[0]}..{SIZES[1]} pixels, got {size}")
+    if fields * size * size > MAX_PIXELS:
+        fail(
+            f"--fields {fields} of --size {size} make {fields * size * size:,} pixels; keep "
+            f"fields x size x size under {MAX_PIXELS:,} (a Raspberry Pi has 2-8 GB)"
+        )
+    if not 1 <= threads <= max_threads:
+        fail(f"--threads must be 1..{max_threads}, got {threads}")
 
 
 def _model_suffix(bundle) -> str:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -79,47 +80,58 @@ def run(
     from ..edge.station import Station
     from .results import print_slide
 
+    if reopen and not slide:
+        fail("--reopen needs --slide: the ended slide to add fields to")
     try:
         cfg = _settings(config, source=source, backend=backend, threads=threads, model=model,
                         results_dir=str(results_dir) if results_dir else None)  # fmt: skip
         once_opt = {"once": True} if once and cfg.source.startswith("folder:") else {}
         src = open_source(cfg.source, **{**cfg.source_options, **once_opt})
-        station = Station.from_config(
-            cfg, config_threshold=config is not None, frames_dir=save_frames
-        )
+        station = Station.from_config(cfg, config_threshold=bool(config), frames_dir=save_frames)
         if reopen:
-            station.open_slide(slide or "", reopen=True)
+            station.open_slide(slide, reopen=True)
     except (ConfigError, ResultsError, SlideError, ValueError) as exc:
         fail(f"refused: {exc}")
     err_console.print(f"model {station.model.name} on {station.model.backend.name}, "
                       f"source {cfg.source}, results {station.log.path}")  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: src.stop())
-    notes, slides = _Notes(), []
-    logging.getLogger("leukedge").addHandler(notes)
+    slides, problem = [], None
 
     def on_result(logged) -> None:
-        _report(logged, json_lines, verbose)
-        if verbose and not slides:
-            err_console.print(f"cold start: {process_age_s():.2f} s to the first result")
+        _report(logged, json_lines, verbose, not slides)
         if logged.slide not in slides:
             slides.append(logged.slide)
 
-    def on_end(slide_id: str, call: dict) -> None:
-        print_slide(station.slide(slide_id))
-
-    try:
-        station.run(src, slide_id=slide, on_result=on_result, on_slide_end=on_end)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: the slide stays open; run again to continue it")
-    except (ResultsError, SlideError) as exc:
-        fail(str(exc))
-    finally:
-        logging.getLogger("leukedge").removeHandler(notes)
-    for record in map(station.slide, slides):
+    with _notes():
+        try:
+            station.run(src, slide_id=slide, on_result=on_result,
+                        on_slide_end=lambda s, _: print_slide(station.slide(s)))  # fmt: skip
+        except KeyboardInterrupt:
+            err_console.print("interrupted: the slide stays open; run again to continue it")
+        except (ResultsError, SlideError) as exc:
+            problem = str(exc)
+    for record in map(station.slide, [] if problem else slides):
         if record["slide"]["state"] == "open":
             print_slide(record)
+    if problem:
+        fail(problem)
     if src.failed:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _notes():
+    """Show the library's diagnostics (skipped files, unreadable entries) on stderr."""
+    handler = _Notes()
+    logger = logging.getLogger("leukedge")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _settings(config: Path | None, **overrides):
@@ -132,8 +144,10 @@ def _settings(config: Path | None, **overrides):
     return cfg
 
 
-def _report(logged, json_lines: bool, verbose: bool) -> None:
+def _report(logged, json_lines: bool, verbose: bool, first: bool) -> None:
     res = logged.result
+    if verbose and first:
+        err_console.print(f"cold start: {process_age_s():.2f} s to the first result")
     if json_lines:
         print(json.dumps({"slide": logged.slide, "id": logged.id, **res.to_json()}), flush=True)
     if res.error is not None:
