@@ -110,9 +110,7 @@ def run(
             err_console.print("interrupted: the slide stays open; run again to continue it")
         except (ResultsError, SlideError) as exc:
             problem = str(exc)
-    for record in map(station.slide, [] if problem else slides):
-        if record["slide"]["state"] == "open":
-            print_slide(record)
+    _print_open(station, slides)
     if problem:
         fail(problem)
     if src.failed:
@@ -132,6 +130,20 @@ def _notes():
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def _print_open(station, slides: list[str]) -> None:
+    """Print the slides that stay open (ended ones were printed as they ended)."""
+    from ..edge.results_log import ResultsError
+    from .results import print_slide
+
+    for slide_id in slides:
+        try:
+            record = station.slide(slide_id)
+        except ResultsError:
+            return  # the error itself is printed next
+        if record["slide"]["state"] == "open":
+            print_slide(record)
 
 
 def _settings(config: Path | None, **overrides):
