@@ -14,6 +14,7 @@ from .commands import (
     bundle,
     data,
     demo,
+    doctor,
     evaluate,
     export,
     results,
@@ -39,6 +40,7 @@ app.command("export")(export.export)
 app.add_typer(results.app, name="results")
 app.add_typer(bundle.app, name="bundle")
 app.command("run")(run.run)
+app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)
 app.command("segment")(segment.segment)
 app.command("score")(score.score)
