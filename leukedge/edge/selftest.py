@@ -13,13 +13,12 @@ The set, ``selftest.npz`` (listed in the manifest's ``files``):
 - ``view_<input>`` for each model input (``field``, ``masked``): uint8 (n, S, S, 3), what
   the input sees before scaling (``preprocess.view``); stored rather than regenerated, so
   the check does not depend on the OpenCV version;
-- ``cases``: str (n,), what each input is (a synthetic field and its seed, an edge case);
 - one float32 (n, K) array per checked model output (``probabilities``; ``features``
   where the model has them), as the reference machine computed them.
 
-The manifest's ``self_test`` section: ``{"file", "n", "tolerance": {output: largest
-absolute difference allowed}, "reference": {"machine", "cpu", "backend", "runtime":
-{package: version}}}``.
+The manifest's ``self_test`` section: ``{"file", "n", "cases": [what each input is],
+"tolerance": {output: largest absolute difference allowed}, "reference": {"machine", "cpu",
+"backend", "runtime": {package: version}}}``.
 """
 
 from __future__ import annotations
@@ -178,13 +177,14 @@ def reference_machine(backend: str) -> dict:
 
 
 def model_outputs(model, views: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs of ``model`` for uint8 (n, S, S, 3) views, one array per model input, run one
-    input at a time as the station runs fields: {"probabilities": float32 (n, C)}."""
+    """``model.outputs`` for uint8 (n, S, S, 3) views, one array per model input, run one
+    input at a time as the station runs fields: {"probabilities": float32 (n, C) before
+    any temperature, "features": float32 (n, D) where the model has them}."""
     xs = [scale_view(v, spec) for v, spec in zip(views, model.input_specs)]
     rows = []
     for i in range(len(xs[0])):
         batch = [x[i : i + 1] for x in xs]
-        rows.append({"probabilities": model.probabilities(batch[0] if len(batch) == 1 else batch)})
+        rows.append(model.outputs(batch[0] if len(batch) == 1 else batch))
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
 
