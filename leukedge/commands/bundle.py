@@ -68,3 +68,36 @@ def verify(
     except (BundleError, OSError) as exc:
         fail(str(exc))
     print(f"{folder}: signed with {key}, every file matches its SHA-256")
+
+
+@app.command("add-self-test")
+def add_self_test(
+    bundle: str = typer.Argument(..., help="Bundle folder, its leukedge.json, or a shipped name."),
+    tolerance: float = typer.Option(
+        None,
+        "--tolerance",
+        help="Largest difference of a probability allowed. Default: the measured spread of "
+        "correct runtimes with a margin (leukedge.export.selftest.PROBABILITY_TOLERANCE).",
+    ),
+    backend: str = typer.Option("auto", help="auto, onnxruntime or litert."),
+) -> None:
+    """Write the bundle's known-answer self-test (selftest.npz: fixed inputs and the outputs
+    its model gives on this machine, the reference) and its manifest section; re-stamps the
+    SHA-256s. Run it on the reference machine after any change to the model file; running
+    it again replaces the set."""
+    from ..edge.bundle import BundleError
+    from ..export import selftest
+
+    if tolerance is not None and not 0 < tolerance < 1:
+        fail(f"--tolerance {tolerance}: a probability difference, between 0 and 1")
+    try:
+        section = selftest.add_self_test(
+            bundle, tolerance or selftest.PROBABILITY_TOLERANCE, backend=backend
+        )
+    except BundleError as exc:
+        fail(str(exc))
+    reference = section["reference"]
+    bounds = ", ".join(f"{k} {v:.3g}" for k, v in section["tolerance"].items())
+    print(f"{section['file']}: {section['n']} known answers ({', '.join(section['cases'])})")
+    print(f"tolerance: {bounds}")
+    print(f"reference: {reference['machine']}, {reference['cpu']}, {reference['backend']}")
