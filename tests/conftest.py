@@ -9,14 +9,15 @@ from leukedge.edge.classes import CLASSES
 from leukedge.edge.preprocess import Preprocess
 
 
-def write_tiny_bundle(folder, size: int = 32, input_mode: str = "field"):
-    """A 4-class bundle: global mean RGB -> linear layer -> softmax, as ``model.onnx``."""
+def write_tiny_bundle(folder, size: int = 32, input_mode: str = "field", seed: int = 0):
+    """A 4-class bundle: global mean RGB -> linear layer -> softmax, as ``model.onnx``;
+    ``seed`` draws the weights (another seed: a differently trained model)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     from leukedge.edge.bundle import write_manifest
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     weights = rng.normal(0, 8, (3, len(CLASSES))).astype(np.float32)
     graph = helper.make_graph(
         [
