@@ -173,6 +173,8 @@ def _jpeg(data: bytes) -> ImageHeader:
             if found is None:
                 raise _short("JPEG (no end marker)")
             pos = scan_end = found.start()
+            while scan_end > seg_end and data[scan_end - 1] == 0xFF:
+                scan_end -= 1  # fill bytes before the marker: the scan ends before them
             continue
         pos = seg_end
     if size is None or scans == 0:
@@ -206,6 +208,9 @@ def _png(data: bytes) -> ImageHeader:
 
 # TIFF field types -> (struct code, size); only the integer types a size or offset uses.
 _TIFF_TYPES = {1: ("B", 1), 3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
+# Bytes per value of every TIFF field type, to find where each entry's values end.
+_TIFF_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+_TIFF_SIZES |= {13: 4, 16: 8, 17: 8, 18: 8}
 
 
 def _tiff(data: bytes) -> ImageHeader:
@@ -233,23 +238,22 @@ def _tiff(data: bytes) -> ImageHeader:
     if count == 0 or count > MAX_TIFF_ENTRIES:
         raise HeaderError(f"damaged TIFF ({count} directory entries)")
     start = ifd + count_size
-    if start + count * entry_size > n:
+    if start + count * entry_size + inline > n:  # the entries and the next directory's offset
         raise _short("TIFF")
     tags: dict[int, list[int]] = {}
     for i in range(count):
         off = start + i * entry_size
         tag, kind, num, value = struct.unpack(bo + entry_fmt, data[off : off + entry_size])
-        if tag not in (256, 257, 273, 279, 324, 325) or kind not in _TIFF_TYPES:
-            continue
-        code, size = _TIFF_TYPES[kind]
-        if num * size <= inline:
-            raw = value[: num * size]
+        length = num * _TIFF_SIZES.get(kind, 1)
+        if length <= inline:
+            raw = value[:length]
         else:
             (where,) = struct.unpack(bo + ("Q" if big else "I"), value)
-            if where + num * size > n:
+            if where + length > n:
                 raise _short("TIFF")
-            raw = data[where : where + num * size]
-        tags[tag] = list(struct.unpack(f"{bo}{num}{code}", raw))
+            raw = data[where : where + length]
+        if tag in (256, 257, 273, 279, 324, 325) and kind in _TIFF_TYPES:
+            tags[tag] = list(struct.unpack(f"{bo}{num}{_TIFF_TYPES[kind][0]}", raw))
     width, height = tags.get(256, [0])[0], tags.get(257, [0])[0]
     offsets, counts = tags.get(273) or tags.get(324), tags.get(279) or tags.get(325)
     if not offsets or not counts or len(offsets) != len(counts):

@@ -72,7 +72,8 @@ def _cut_jpeg(data: bytes, header: ImageHeader, img: np.ndarray) -> bool:
     libjpeg leaves every block after the data runs out at zero: uniform grey (128) to the
     end of the image. Only when the last pixel is that grey is it checked exactly: the
     scan is decoded again with filler bytes before its end marker. A complete scan never
-    reads them (same pixels); a cut one decodes them (different pixels).
+    reads them (same pixels); a cut one decodes them (different pixels). A cut inside the
+    last MCU (at most its 16 x 16 pixels wrong) leaves no grey and is not detected.
     """
     if img.ndim != 3 or not (img[-1, -1] == 128).all():
         return False
