@@ -232,9 +232,9 @@ def test_item13_cli_errors_are_one_line_and_leave_no_slide(tiny_bundle, tmp_path
     assert plain.exit_code == 0, plain.output  # a plain folder path is read once
     for args, words in [
         (["--source", f"folder:{tmp_path / 'nonexistent'}"], "not a folder"),
-        (["--source", "synthetic?n=1", "--threads", "2000"], "threads must be 1..64"),
-        (["--source", "synthetic?n=1", "--threads", "-1"], "threads must be 1..64"),
-        (["--source", "synthetic?n=1", "--threads", "0"], "threads must be 1..64"),
+        (["--source", "synthetic?n=1", "--threads", "2000"], "threads must be an integer in 1.."),
+        (["--source", "synthetic?n=1", "--threads", "-1"], "threads must be an integer in 1.."),
+        (["--source", "synthetic?n=1", "--threads", "0"], "threads must be an integer in 1.."),
         (["--source", "synthetic?speed=2"], "unknown option"),
     ]:
         result = _run(tiny_bundle, results, *args, "--slide", "X")
@@ -255,7 +255,7 @@ def test_item13_cli_errors_are_one_line_and_leave_no_slide(tiny_bundle, tmp_path
         (["--size", "0"], "--size must be"),
         (["--size", "20000"], "--size must be"),
         (["--seed", "-1"], "--seed must be"),
-        (["--threads", "2000"], "--threads must be"),
+        (["--threads", "2000"], "--threads must be an integer in 1.."),
     ]:
         result = CliRunner().invoke(app, ["demo", *args])
         assert result.exit_code == 2 and words in result.stderr, (args, result.output)

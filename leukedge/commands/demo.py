@@ -30,12 +30,16 @@ def demo(
     """
     from ..edge.backends import FORMAT_BACKEND, available_backends
     from ..edge.classes import CLASSES
+    from ..edge.config import ConfigError, check_threads
     from ..edge.model import MODELS_DIR
     from ..edge.sources import Frame
-    from ..edge.station import MAX_THREADS
     from ..edge.synth import synth_field
 
-    _check(fields, seed, size, threads, MAX_THREADS)
+    _check(fields, seed, size)
+    try:
+        check_threads(threads, "--threads")
+    except ConfigError as exc:
+        fail(str(exc))
     truth = [CLASSES[i % len(CLASSES)] for i in range(fields)]
     drawn = [synth_field(t, size=(size, size), seed=seed * 1000 + i) for i, t in enumerate(truth)]
     frames = [
@@ -107,7 +111,7 @@ def _run_model(bundle, frames, threads: int):
     return station.model.name, station.model.backend.name, cells, med, call
 
 
-def _check(fields: int, seed: int, size: int, threads: int, max_threads: int) -> None:
+def _check(fields: int, seed: int, size: int) -> None:
     """One-line errors (exit 2) for options that cannot make a slide or would not fit."""
     if fields < 1:
         fail(f"--fields must be at least 1, got {fields}")
@@ -120,8 +124,6 @@ def _check(fields: int, seed: int, size: int, threads: int, max_threads: int) ->
             f"--fields {fields} of --size {size} make {fields * size * size:,} pixels; keep "
             f"fields x size x size under {MAX_PIXELS:,} (a Raspberry Pi has 2-8 GB)"
         )
-    if not 1 <= threads <= max_threads:
-        fail(f"--threads must be 1..{max_threads}, got {threads}")
 
 
 def _model_suffix(bundle) -> str:

@@ -54,7 +54,7 @@ def run(
         None, "--model", "-m", help="'default' (shipped) or a bundle folder."
     ),
     backend: str = typer.Option(None, help="auto, onnxruntime or litert."),
-    threads: int = typer.Option(None, help="Inference threads (1-64)."),
+    threads: int = typer.Option(None, help="Inference threads (1 to twice the CPU cores)."),
     config: Path = typer.Option(
         None, "--config", "-c", help="Station TOML file; options given here override it."
     ),
@@ -86,7 +86,7 @@ def run(
         cfg = _settings(config, source=source, backend=backend, threads=threads, model=model,
                         results_dir=str(results_dir) if results_dir else None)  # fmt: skip
         once_opt = {"once": True} if once and cfg.source.startswith("folder:") else {}
-        src = open_source(cfg.source, **{**cfg.source_options, **once_opt})
+        src = open_source(cfg.source, **{**cfg.options_for(), **once_opt})
         station = Station.from_config(cfg, config_threshold=bool(config), frames_dir=save_frames)
         if reopen:
             station.open_slide(slide, reopen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import StationConfig
+from .config import StationConfig, check_threads
 from .imageio import FieldError, write_field
 from .model import Model, load_model
 from .pipeline import FieldPipeline, FieldResult
@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 #: Default ``slide_pattern``: a ``time.strftime`` pattern naming a new slide.
 SLIDE_PATTERN = "slide-%Y%m%d-%H%M%S"
-#: Most inference threads accepted: more only oversubscribes a Pi (and thousands hang).
-MAX_THREADS = 64
 
 
 @dataclass(frozen=True)
@@ -122,12 +120,17 @@ class Station:
         frames_dir: str | Path | None = None,
     ) -> Station:
         """A station as ``config`` describes it: its model, backend, threads, results
-        folder, slide pattern, frames (``save_frames``, or ``frames_dir``) and, if
-        ``config_threshold``, its ``uncertain_threshold`` (else the model's).
-        Raises ``ValueError`` (``BundleError``) or ``ResultsError`` naming the problem."""
-        if not 1 <= config.threads <= MAX_THREADS:
-            raise ValueError(f"threads must be 1..{MAX_THREADS}, got {config.threads}")
-        model = load_model(config.model or "default", config.backend, config.threads)
+        folder, slide pattern, trusted key, frames (``save_frames``, or ``frames_dir``)
+        and, if ``config_threshold``, its ``uncertain_threshold`` (else the model's).
+        Raises ``ValueError`` (``ConfigError``, ``BundleError``) or ``ResultsError``
+        naming the problem."""
+        threads = check_threads(config.threads)
+        model = load_model(
+            config.model or "default",
+            config.backend,
+            threads,
+            trusted_key=config.trusted_key or None,
+        )
         log = ResultsLog(config.results_dir or default_results_dir())
         if frames_dir is None and config.save_frames:
             frames_dir = log.path.parent / "frames"
