@@ -3,6 +3,7 @@ or a Ray cluster, into a resumable folder of Parquet/CSV parts with per-slide ca
 
 from __future__ import annotations
 
+import warnings
 from enum import Enum
 from pathlib import Path
 
@@ -63,6 +64,11 @@ def _progress():
     return display, update
 
 
+def _note(message, *_) -> None:
+    """A library warning (e.g. a bundle without a self-test) as one line on stderr."""
+    err_console.print(f"[yellow]note:[/yellow] {message}")
+
+
 def _print_slides(summary: dict, out: Path) -> None:
     from rich.table import Table
 
@@ -115,7 +121,8 @@ def score(
 
     display, update = _progress()
     try:
-        with display:
+        with display, warnings.catch_warnings():
+            warnings.showwarning = _note
             report = score_archive(
                 src, out, model, engine.value, workers, batch_size, address, fmt.value, update
             )

@@ -40,6 +40,16 @@ class ScoreReport:
         return self.scored / self.seconds if self.seconds > 0 else 0.0
 
 
+def check_options(engine: str, workers: int | None, batch_size: int, address: str | None):
+    """Raise ``ValueError`` for an unknown engine, a count below 1 or a misplaced address."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if batch_size < 1 or (workers is not None and workers < 1):
+        raise ValueError("--batch-size and --workers must be at least 1")
+    if address and engine != "ray":
+        raise ValueError("--address joins a Ray cluster: use it with --engine ray")
+
+
 def run_engine(
     engine: str,
     tasks: Sequence[Task],
@@ -49,12 +59,7 @@ def run_engine(
     address: str | None = None,
 ) -> Iterator[list[dict]]:
     """Records (``rows.score_tasks``) of ``tasks``, batch by batch as they finish."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if batch_size < 1 or (workers is not None and workers < 1):
-        raise ValueError("--batch-size and --workers must be at least 1")
-    if address and engine != "ray":
-        raise ValueError("--address joins a Ray cluster: use it with --engine ray")
+    check_options(engine, workers, batch_size, address)
     if not tasks:
         return iter(())
     batches = [list(tasks[i : i + batch_size]) for i in range(0, len(tasks), batch_size)]
@@ -104,6 +109,7 @@ def score_archive(
     is skipped. Raises ``FileNotFoundError``/``ValueError`` for a bad SRC or option and
     ``BundleError`` for a bundle that fails verification (here or on a worker).
     """
+    check_options(engine, workers, batch_size, address)
     refs = list_fields(src)
     net = load_model(model)
     store = ResultStore(out, fmt)
@@ -139,6 +145,7 @@ def score_paths(
     """Decoded rows (``rows.decode``) of ``paths``, in their order, scored in memory by an
     engine: the way to run a large labelled set (``leukedge eval``) on many cores or a
     Ray cluster. Slides are the paths' folders (``field_refs``)."""
+    check_options(engine, workers, batch_size, address)
     refs = field_refs(paths)
     net = load_model(model)
     tasks = [Task(r.path, r.slide) for r in refs]
