@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.data.layouts import find_dataset
+from leukedge.data.split import Row, make_split, read_split
 from leukedge.edge.classes import SCHEMES
 from leukedge.edge.model import load_model
-from leukedge.training.datasets import find_dataset
 from leukedge.training.metrics import N_BOOTSTRAP
 from leukedge.training.report import evaluate, lookup, write_report
-from leukedge.training.split import Row, make_split, read_split
 
 #: Test fields per class in a quick run.
 QUICK_PER_CLASS = 6

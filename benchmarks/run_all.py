@@ -25,10 +25,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from leukedge.data.layouts import find_dataset
+from leukedge.data.split import make_split
 from leukedge.edge.imageio import write_field
 from leukedge.edge.synth import synth_field, write_synth_dataset
-from leukedge.training.datasets import find_dataset
-from leukedge.training.split import make_split
 
 from . import accuracy, end_to_end, latency, plots, render, segmentation
 from .machine import machine_facts

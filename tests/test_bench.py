@@ -95,9 +95,9 @@ def quick(tmp_path_factory):
     pytest.importorskip("matplotlib")
     from conftest import write_tiny_bundle
 
+    from leukedge.data.layouts import find_dataset
+    from leukedge.data.split import make_split
     from leukedge.edge.synth import write_synth_dataset
-    from leukedge.training.datasets import find_dataset
-    from leukedge.training.split import make_split
 
     tmp = tmp_path_factory.mktemp("bench")
     bundle = write_tiny_bundle(tmp / "tiny")

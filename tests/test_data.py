@@ -13,15 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from leukedge.cli import app
+from leukedge.data.balance import apply_aug, balance_rows
+from leukedge.data.layouts import find_dataset
+from leukedge.data.split import make_split, read_split
 from leukedge.edge.classes import CLASSES
 from leukedge.edge.synth import synth_field
-from leukedge.training.datasets import find_dataset
-from leukedge.training.split import (
-    apply_aug,
-    balance_rows,
-    make_split,
-    read_split,
-)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/taleqani-all"
 KAGGLE = {

@@ -102,11 +102,11 @@ def test_quantize_keeps_metadata_and_float_softmax(tmp_path):
 def trained(tmp_path_factory):
     """A 1-epoch yolo11n-cls on 8 synthetic 32x32 fields per class, and its exported bundles."""
     pytest.importorskip("onnxruntime")
+    from leukedge.data.layouts import find_dataset
+    from leukedge.data.split import make_split
     from leukedge.edge.preprocess import Preprocess
     from leukedge.edge.synth import write_synth_dataset
     from leukedge.export.bundle_yolo import export_yolo_bundle
-    from leukedge.training.datasets import find_dataset
-    from leukedge.training.split import make_split
     from leukedge.training.yolo import build_imagefolder, train_yolo
 
     work = tmp_path_factory.mktemp("yolo")
@@ -178,8 +178,8 @@ def test_bundles_load_with_manifest_and_metadata(trained):
 
 @pytest.mark.slow
 def test_int8_is_smaller_and_fidelity_report_matches(trained):
+    from leukedge.data.split import read_split
     from leukedge.edge.model import load_model
-    from leukedge.training.split import read_split
 
     fp32_dir, int8_dir = trained["bundles"]["fp32"], trained["bundles"]["int8"]
     fp32_bytes = (fp32_dir / "model.onnx").stat().st_size
@@ -210,8 +210,8 @@ def test_int8_is_smaller_and_fidelity_report_matches(trained):
 def test_loader_matches_ultralytics_predict(trained):
     from ultralytics import YOLO
 
+    from leukedge.data.split import read_split
     from leukedge.edge.model import load_model
-    from leukedge.training.split import read_split
 
     row = read_split(trained["work"] / "split.csv", "val")[0]
     field = read_field(row.path)  # RGB; Ultralytics takes BGR arrays

@@ -133,9 +133,9 @@ def test_dual_model_infers_with_the_statistics_it_trains_with():
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """4 x 8 synthetic 32x32 fields split 60/40 train/val."""
+    from leukedge.data.layouts import find_dataset
+    from leukedge.data.split import make_split
     from leukedge.edge.synth import write_synth_dataset
-    from leukedge.training.datasets import find_dataset
-    from leukedge.training.split import make_split
 
     work = tmp_path_factory.mktemp("keras")
     write_synth_dataset(work / "data", 8, size=(SIZE, SIZE))
@@ -148,11 +148,11 @@ def test_training_batches_do_not_depend_on_the_thread_count(work):
     pool that makes a batch changes nothing, and every epoch reshuffles and redraws."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from leukedge.data.split import read_split
     from leukedge.edge.model import input_specs
     from leukedge.training.jitter import Jitter
     from leukedge.training.keras_models import SINGLE_INPUTS
     from leukedge.training.keras_train import _Fields, _train_batches, keras_preprocess
-    from leukedge.training.split import read_split
 
     rows = read_split(work / "split.csv", "train")
     spec = keras_preprocess("mobilenetv2", "field-wb", size=SIZE)
@@ -199,7 +199,7 @@ def trained(work):
 
 
 def _val(work):
-    from leukedge.training.split import read_split
+    from leukedge.data.split import read_split
 
     rows = read_split(work / "split.csv", "val")
     return rows, [read_field(r.path) for r in rows]

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from leukedge.cli import app
+from leukedge.data.layouts import find_dataset
+from leukedge.data.split import make_split, read_split
 from leukedge.edge.imageio import read_field
 from leukedge.edge.synth import write_synth_dataset
-from leukedge.training.datasets import find_dataset
 from leukedge.training.runs import find_run_config
-from leukedge.training.split import make_split, read_split
 
 SIZE = 32
 

@@ -39,8 +39,8 @@ def split(
     ),
 ) -> None:
     """Write a stratified split where duplicates and near-duplicates never straddle two splits."""
-    from ..training.datasets import find_dataset
-    from ..training.split import SPLITS, make_split
+    from ..data.layouts import find_dataset
+    from ..data.split import SPLITS, make_split
 
     try:
         dataset = find_dataset(src)

@@ -60,7 +60,7 @@ def _bundle_predictor(model: str, backend: str, threads: int | None):
 def _items(data: Path | None, split_csv: Path | None, split: str, scheme: str | None, classes):
     """(path, label) items: the ``split`` rows of ``split_csv``, else every field of ``data``."""
     if split_csv is not None:
-        from ..training.split import read_split
+        from ..data.split import read_split
 
         rows = read_split(split_csv, split)
         if not rows:
@@ -68,8 +68,8 @@ def _items(data: Path | None, split_csv: Path | None, split: str, scheme: str | 
         return [(r.path, r.label) for r in rows]
     if data is None:
         fail("give --data or --split-csv")
+    from ..data.layouts import find_dataset
     from ..edge.classes import SCHEMES, scheme_classes
-    from ..training.datasets import find_dataset
 
     if scheme is None:
         scheme = next((s for s in SCHEMES if set(scheme_classes(s)) == set(classes)), None)

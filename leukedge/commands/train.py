@@ -54,8 +54,8 @@ def split_for(
         return split_csv
     if data is None:
         fail("give --split-csv or --data")
-    from ..training.datasets import find_dataset
-    from ..training.split import make_split
+    from ..data.layouts import find_dataset
+    from ..data.split import make_split
 
     extra = {"ratios": ratios} if ratios else {}
     make_split(find_dataset(data), run_dir / "split", classes, seed, **extra)

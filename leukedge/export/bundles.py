@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.data.split import Row, read_split
 from leukedge.edge.bundle import sha256_file
 from leukedge.edge.imageio import read_field
 from leukedge.edge.pipeline import ood_reference
@@ -25,7 +26,6 @@ from leukedge.edge.preprocess import Preprocess, prepare
 from leukedge.progress import progress_bar
 from leukedge.training.metrics import accuracy
 from leukedge.training.runs import find_run_config
-from leukedge.training.split import Row, read_split
 
 from .fidelity import fidelity, model_probs, to_markdown
 from .quantize_onnx import quantize_onnx

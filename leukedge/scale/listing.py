@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.layouts import find_dataset
 from ..edge.imageio import IMAGE_SUFFIXES
 from ..edge.sources.files import is_image_name
-from ..training.datasets import find_dataset
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ..console import err_console
+from ..data.balance import apply_aug, balance_rows
+from ..data.split import Row, read_split
 from ..edge.imageio import read_field
 from ..edge.model import input_specs
 from ..edge.preprocess import DEFAULT_WHITE_POINT, Preprocess, prepare
@@ -39,7 +41,6 @@ from ..progress import progress_bar
 from .jitter import Jitter, dihedral, jitter
 from .keras_models import DUAL_INPUTS, SINGLE_INPUTS, arch_scaling, build_model
 from .runs import epoch_score, write_run_config
-from .split import Row, apply_aug, balance_rows, read_split
 
 BEST, LAST, HISTORY = "best.keras", "last.keras", "history.csv"
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.split import read_split
 from ..edge.imageio import FieldError, read_field
 from ..evaluation.shifts import SHIFTS, paint_out_cells
 from ..progress import progress_bar
 from .metrics import N_BOOTSTRAP, summarize
-from .split import read_split
 
 #: predict(list of RGB uint8 (H, W, 3) fields) -> float (N, C) probabilities.
 Predict = Callable[[list[np.ndarray]], np.ndarray]

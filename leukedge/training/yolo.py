@@ -32,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.data.balance import apply_aug, balance_rows
+from leukedge.data.split import SPLITS, read_split
 from leukedge.edge.imageio import read_field, write_field
 from leukedge.offline import ensure_offline
 from leukedge.progress import progress_bar
 from leukedge.training.jitter import dihedral
 from leukedge.training.runs import epoch_score
-from leukedge.training.split import SPLITS, apply_aug, balance_rows, read_split
 
 #: Ultralytics classify preprocessing (see the module docstring), for model metadata.
 PREPROCESS: dict[str, object] = {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..edge.classes import SCHEMES
 from ..edge.imageio import IMAGE_SUFFIXES
+from ..errors import DataError, MissingFileError, UsageError
 
 KAGGLE_FOLDERS = {
     "Benign": "Benign",
@@ -52,7 +53,7 @@ class Dataset:
     def select(self, scheme: str = "4") -> list[tuple[Path, str, str]]:
         """(path, target label, source class) under a class scheme ("4", "3" or "2")."""
         if scheme not in SCHEMES:
-            raise ValueError(f"unknown class scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
+            raise UsageError(f"unknown class scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
         mapping = SCHEMES[scheme]
         return [(p, mapping[c], c) for p, c in self.items if c in mapping]
 
@@ -82,12 +83,12 @@ def _kaggle_root(root: Path) -> Path | None:
 def find_dataset(root: str | Path) -> Dataset:
     """Detect the layout under ``root`` and list its labelled image files.
 
-    Raises ``FileNotFoundError`` if ``root`` is missing and ``ValueError`` if it
-    holds no recognised class folder.
+    Raises ``MissingFileError`` if ``root`` is missing and ``DataError`` if it holds no
+    recognised class folder.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder")
+        raise MissingFileError(f"{root}: no such folder")
     if (root / "Original").is_dir() and _class_folders(root / "Original", None):
         layout, base, names = "taleqani", root / "Original", None
     elif (kaggle := _kaggle_root(root)) is not None:
@@ -97,7 +98,7 @@ def find_dataset(root: str | Path) -> Dataset:
     folders = _class_folders(base, names)
     if not folders:
         subs = ", ".join(p.name for p in sorted(root.iterdir()) if p.is_dir()) or "none"
-        raise ValueError(
+        raise DataError(
             f"{root}: no recognised class folders (found sub-folders: {subs}); expected "
             "Original/{Benign,Early,Pre,Pro}, the Kaggle '[Malignant] ...' folders, "
             "or one folder per class"

@@ -17,18 +17,19 @@ from pathlib import Path
 import numpy as np
 
 from ..edge.imageio import FieldError, decode_field
+from ..errors import DataError, MissingFileError, UsageError
 from ..progress import progress_bar
-from .datasets import Dataset
 from .dedup import NEAR_DUPLICATE_BITS, content_hash, group_duplicates, perceptual_hash
+from .layouts import Dataset
 
 SPLITS = ("train", "val", "test")
 DEFAULT_RATIOS = (0.85, 0.10, 0.05)
-AUGS = ("h", "v", "hv")
 
 
 @dataclass
 class Row:
-    """One field of a split: ``aug`` is "" for the file as it is, else a flip code."""
+    """One field of a split: ``aug`` is "" for the file as it is, else a flip code
+    (``leukedge.data.balance``)."""
 
     path: str
     label: str
@@ -96,7 +97,7 @@ def assign_splits(rows: list[Row], ratios: Sequence[float] = DEFAULT_RATIOS, see
     """
     ratios = np.asarray(ratios, float)
     if ratios.shape != (3,) or (ratios < 0).any() or not np.isclose(ratios.sum(), 1.0):
-        raise ValueError(f"ratios must be three non-negative numbers summing to 1, got {ratios}")
+        raise UsageError(f"ratios must be three non-negative numbers summing to 1, got {ratios}")
     split_of = {}
     for groups in _shuffled_groups_by_class(rows, seed).values():
         target = ratios * sum(size for _, size in groups)
@@ -115,7 +116,7 @@ def assign_folds(rows: list[Row], k: int, seed: int = 0) -> None:
     For cross-validation fold ``i``, rows with ``fold == i`` are the validation set.
     """
     if k < 2:
-        raise ValueError(f"--folds needs at least 2 folds, got {k}")
+        raise UsageError(f"--folds needs at least 2 folds, got {k}")
     pool = [r for r in rows if r.split != "test"]
     fold_of = {}
     for groups in _shuffled_groups_by_class(pool, seed).values():
@@ -125,37 +126,6 @@ def assign_folds(rows: list[Row], k: int, seed: int = 0) -> None:
             count[fold_of[g]] += size
     for r in pool:
         r.split, r.fold = "train", fold_of[r.group]
-
-
-def balance_rows(rows: Sequence[Row], seed: int = 0) -> list[Row]:
-    """Train-time class balancing: the rows plus flipped copies up to the largest class.
-
-    Copies are drawn at random (seeded) from each smaller class and given a random
-    flip code in ``AUGS``; apply it to a field and its mask alike with ``apply_aug``.
-    Only pass training rows: validation and test are never augmented.
-    """
-    counts = Counter(r.label for r in rows)
-    if not counts:
-        return []
-    top = max(counts.values())
-    rng = np.random.default_rng(seed)
-    out = list(rows)
-    for label in sorted(counts):
-        members = [r for r in rows if r.label == label]
-        for i in rng.integers(0, len(members), top - counts[label]):
-            out.append(Row(**{**asdict(members[i]), "aug": AUGS[rng.integers(len(AUGS))]}))
-    return out
-
-
-def apply_aug(arr: np.ndarray, aug: str) -> np.ndarray:
-    """Flip an (H, W, ...) array: "h" horizontally, "v" vertically, "hv" both, "" not at all."""
-    if aug not in ("", *AUGS):
-        raise ValueError(f"unknown flip code {aug!r}")
-    if "h" in aug:
-        arr = arr[:, ::-1]
-    if "v" in aug:
-        arr = arr[::-1]
-    return np.ascontiguousarray(arr)
 
 
 FIELDS = ("path", "label", "split", "group", "source_class", "sha256", "fold")
@@ -173,12 +143,14 @@ def write_split(rows: Iterable[Row], path: str | Path) -> None:
 def read_split(path: str | Path, split: str | None = None) -> list[Row]:
     """Rows of a ``split.csv`` (optionally only one split); relative paths resolve to its folder."""
     path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path}: no such split file (make one with `leukedge data split`)")
     rows = []
     with open(path, newline="") as f:
         for d in csv.DictReader(f):
             missing = {"path", "label", "split", "group"} - d.keys()
             if missing:
-                raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+                raise DataError(f"{path}: missing column(s) {sorted(missing)}")
             if split is not None and d["split"] != split:
                 continue
             p = Path(d["path"])
@@ -219,7 +191,7 @@ def make_split(
     items = dataset.select(scheme)
     rows, bad = scan(items, near_bits)
     if not rows:
-        raise ValueError(f"{dataset.root}: no usable image among {len(items)} file(s)")
+        raise DataError(f"{dataset.root}: no usable image among {len(items)} file(s)")
     assign_splits(rows, ratios, seed)
     if folds:
         assign_folds(rows, folds, seed)
