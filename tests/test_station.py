@@ -26,7 +26,7 @@ from leukedge.edge.preprocess import prepare
 from leukedge.edge.results_log import ResultsLog, SlideError
 from leukedge.edge.slide import SlideTally
 from leukedge.edge.sources import Frame, open_source
-from leukedge.edge.station import Station
+from leukedge.edge.station import Station, end_logged_slide
 from leukedge.edge.synth import synth_field
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/taleqani-all"
@@ -358,3 +358,33 @@ def test_results_show_reproduces_the_call_the_station_printed(tiny_bundle, tmp_p
     assert "ended" in listed.stdout
     missing = CliRunner().invoke(app, ["results", "show", "nope", "--dir", str(results)])
     assert missing.exit_code == 2 and "no slide 'nope'" in missing.stderr
+
+
+def test_ending_a_slide_from_outside_moves_a_running_station_to_a_new_slide(tiny_bundle, tmp_path):
+    station = _station(tiny_bundle, tmp_path / "r")
+    first_two, ended_outside = threading.Event(), threading.Event()
+
+    def camera():  # a camera that keeps going while the technician ends the slide
+        yield from _frames(2)
+        first_two.set()
+        assert ended_outside.wait(20)
+        yield from _frames(2, start=2)
+
+    def technician():
+        assert first_two.wait(20)
+        with ResultsLog(tmp_path / "r") as other:  # `leukedge results end` in another process
+            (slide,) = [s.id for s in other.slides()]
+            end_logged_slide(other, slide)
+        ended_outside.set()
+
+    thread = threading.Thread(target=technician)
+    thread.start()
+    touched = station.run(camera())
+    thread.join()
+    first, second = station.log.slides()
+    assert touched == [first.id, second.id] and first.id != second.id
+    assert (first.fields, second.fields) == (2, 2)
+    assert first.state == second.state == "ended" and first.call["figures"]["fields"] == 2
+    assert first.ended < second.started
+    result = CliRunner().invoke(app, ["results", "end", first.id, "--dir", str(tmp_path / "r")])
+    assert result.exit_code == 0 and first.call["text"] in result.stdout  # as stored

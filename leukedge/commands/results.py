@@ -13,7 +13,7 @@ from ..console import console, err_console
 from . import fail
 
 app = typer.Typer(
-    help="List slides, show their calls and export their results.", no_args_is_help=True
+    help="List slides, show or end them, and export their results.", no_args_is_help=True
 )
 
 DIR_HELP = (
@@ -113,6 +113,26 @@ def show(
 
     with _open(folder) as log:
         try:
+            record = log.record(slide)
+        except (KeyError, ResultsError) as exc:
+            fail(exc.args[0])
+    record["tally"] = tally_from_rows(slide, record["fields"]).summary()
+    print_slide(record, console)
+
+
+@app.command()
+def end(
+    slide: str = typer.Argument(..., help="Slide id (see `leukedge results list`)."),
+    folder: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
+) -> None:
+    """End a slide and store its call, also while the station runs (it goes on with a
+    new slide); prints the call. An ended slide's call is printed as stored."""
+    from ..edge.results_log import ResultsError
+    from ..edge.station import end_logged_slide, tally_from_rows
+
+    with _open(folder) as log:
+        try:
+            end_logged_slide(log, slide)
             record = log.record(slide)
         except (KeyError, ResultsError) as exc:
             fail(exc.args[0])

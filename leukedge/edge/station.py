@@ -80,6 +80,19 @@ def call_record(tally: SlideTally) -> dict[str, Any]:
     }
 
 
+def end_logged_slide(log: ResultsLog, slide_id: str) -> dict[str, Any]:
+    """End ``slide_id`` in ``log``: compute its call from its logged fields, store it
+    with the slide and return it (``call_record``). An ended slide's stored call is
+    returned as it is; ``KeyError`` if there is no such slide. A running station
+    notices the end before its next field of that slide."""
+    info = log.slide(slide_id)
+    if info.state == "ended":
+        return info.call or {}
+    call = call_record(tally_from_rows(slide_id, log.results(slide_id)))
+    log.end_slide(slide_id, call)
+    return call
+
+
 class Station:
     """Classify fields into slides and keep every result.
 
@@ -178,22 +191,12 @@ class Station:
         return info
 
     def end_slide(self, slide_id: str) -> dict[str, Any]:
-        """End ``slide_id``: compute its call, store it with the slide and return it
-        (``call_record``). An ended slide's stored call is returned as it is;
-        ``KeyError`` if there is no such slide."""
+        """End ``slide_id`` and return its stored call (``end_logged_slide``)."""
         with self._lock:
-            info = self.log.slide(slide_id)
-            if info.state == "ended":
-                self._tallies.pop(slide_id, None)
-                return info.call or {}
-            tally = self._tallies.pop(slide_id, None)
-            if tally is None:
-                tally = tally_from_rows(slide_id, self.log.results(slide_id))
-            call = call_record(tally)
-            self.log.end_slide(slide_id, call)
+            self._tallies.pop(slide_id, None)
             if self.current == slide_id:
                 self.current = None
-            return call
+            return end_logged_slide(self.log, slide_id)
 
     def slide(self, slide_id: str) -> dict[str, Any]:
         """A slide as plain dicts: ``slide`` (info and stored call), ``tally`` (the
@@ -238,6 +241,9 @@ class Station:
             slide = slide_id or self.current
             if slide is None:
                 raise SlideError("no open slide: start one first (new slide)")
+            info = self.log.find_slide(slide)
+            if info is not None and info.state == "ended":  # perhaps by another process
+                self._tallies.pop(slide, None)
             if slide not in self._tallies:
                 self._open(slide)
             if self.log.has(slide, frame.source_id, frame.sha256):
@@ -324,22 +330,19 @@ class Station:
             source.already_done = self._already_done
         with source if isinstance(source, Source) else nullcontext():
             for frame in source:
-                slide = frame.slide or self._default
                 if frame.ends_slide is not None:
-                    self._end_from_source(frame, slide, slide_id, on_slide_end, touched)
+                    slide = frame.slide or self._default
+                    self._end_from_source(frame, slide, on_slide_end, touched)
                     continue
                 try:
-                    if slide not in self._tallies:
-                        origin = "run" if frame.slide is None else "folder"
-                        self._open(slide, origin=origin)
-                    logged = self.process(frame, slide)
+                    logged = self._route(frame, slide_id)
                 except SlideError as exc:
                     log.warning("%s: not processed: %s", frame.source_id, exc)
                     continue
                 if logged is None:
                     continue
-                if slide not in touched:
-                    touched.append(slide)
+                if logged.slide not in touched:
+                    touched.append(logged.slide)
                 if on_result is not None:
                     on_result(logged)
             stopped = isinstance(source, Source) and (source.stopping or source.failed)
@@ -351,6 +354,22 @@ class Station:
                 if on_slide_end is not None:
                     on_slide_end(self._default, call)
         return touched
+
+    def _route(self, frame: Frame, fixed: str | None) -> LoggedField | None:
+        """``process`` a frame of ``run`` into its own slide or the run's slide; the
+        run's slide, once ended (by a marker, or from outside), gives way to a new
+        one unless it was ``fixed``."""
+        with self._lock:
+            if frame.slide is not None:
+                if frame.slide not in self._tallies:
+                    self._open(frame.slide, origin="folder")
+                return self.process(frame, frame.slide)
+            info = self.log.find_slide(self._default)
+            if info is not None and info.state == "ended" and fixed is None:
+                self._default = self.new_slide_id()
+            if self._default not in self._tallies:
+                self._open(self._default, origin="run")
+            return self.process(frame, self._default)
 
     def _check_model(self, slide_id: str) -> SlideInfo | None:
         """The slide's info (None if new); ``SlideError`` if invalid or of another model."""
@@ -370,7 +389,7 @@ class Station:
                 f"slide {slide_id!r} has ended; use a new slide id, or reopen it to add fields"
             )
 
-    def _end_from_source(self, frame, slide, fixed, on_slide_end, touched) -> None:
+    def _end_from_source(self, frame, slide, on_slide_end, touched) -> None:
         with self._lock:
             info = self.log.find_slide(slide)
             if info is None or info.state == "ended":
@@ -381,8 +400,6 @@ class Station:
             call = self.end_slide(slide)
             if slide not in touched:
                 touched.append(slide)
-            if slide == self._default and fixed is None:
-                self._default = self.new_slide_id()
         if on_slide_end is not None:
             on_slide_end(slide, call)
 
