@@ -226,7 +226,7 @@ BAD_ARRAYS = {
     "uint16": (np.zeros((64, 64, 3), np.uint16), "uint16 .* scale them"),
     "bool": (np.zeros((64, 64, 3), bool), "bool .* a mask"),
     "int64": (np.zeros((64, 64, 3), np.int64), "int64"),
-    "empty": (np.zeros((0, 0, 3), np.uint8), r"\(0, 0, 3\); the array is empty"),
+    "empty": (np.zeros((0, 0, 3), np.uint8), r"shape \(0, 0, 3\); the array is empty"),
     "CHW": (np.zeros((3, 64, 64), np.uint8), "channels first"),
     "gray": (np.zeros((64, 64), np.uint8), "grayscale"),
     "RGBA": (np.zeros((64, 64, 4), np.uint8), "alpha"),

@@ -151,8 +151,8 @@ def read_field(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 
 def check_field(field: object, name: str = "field") -> np.ndarray:
-    """``field`` itself when it is an RGB uint8 (H, W, 3) array (H, W >= 1), else a
-    ``FieldError`` naming ``name``, what was given and how to convert it."""
+    """``field`` as a C-contiguous RGB uint8 (H, W, 3) array (1 <= H * W <= ``MAX_PIXELS``),
+    else a ``FieldError`` naming ``name``, what was given and how to convert it."""
     expected = "expected an RGB uint8 (H, W, 3) numpy array"
     if not isinstance(field, np.ndarray):
         hint = (
@@ -161,12 +161,14 @@ def check_field(field: object, name: str = "field") -> np.ndarray:
         raise FieldError(name, f"{expected}, got {type(field).__name__}{hint}")
     shape, dtype = field.shape, field.dtype
     if dtype == np.uint8 and field.ndim == 3 and shape[2] == 3 and shape[0] and shape[1]:
-        return field
-    if field.ndim == 3 and shape[0] in (3, 4) and shape[2] not in (3, 4):
+        if shape[0] * shape[1] > MAX_PIXELS:
+            raise FieldError(name, f"too large ({shape[1]}x{shape[0]} > {MAX_PIXELS} px)")
+        return np.ascontiguousarray(field)
+    if field.ndim == 3 and shape[0] in (3, 4) and shape[2] not in (1, 3, 4):
         hint = "; channels first? use x.transpose(1, 2, 0)"
     elif field.ndim == 3 and shape[2] == 4:
-        hint = "; drop the alpha channel: x[..., :3]"
-    elif field.ndim == 2:
+        hint = "; an alpha channel: drop it with x[..., :3]"
+    elif field.ndim == 2 or (field.ndim == 3 and shape[2] == 1):
         hint = "; grayscale: a colour field is required"
     elif field.size == 0:
         hint = "; the array is empty"
@@ -178,7 +180,7 @@ def check_field(field: object, name: str = "field") -> np.ndarray:
         hint = f"; {dtype} values: scale them to 0..255 and use x.astype(np.uint8)"
     else:
         hint = ""
-    raise FieldError(name, f"{expected}, got {dtype} {shape}{hint}")
+    raise FieldError(name, f"{expected}, got {dtype} array of shape {shape}{hint}")
 
 
 def write_field(path: str | Path, rgb: np.ndarray) -> None:
