@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from .illumination import normalise_illumination
-from .imageio import MAX_PIXELS
+from .imageio import check_field
 from .synth import REFERENCE_SIZE
 
 MODES = ("reference", "fast", "robust")
@@ -100,25 +100,6 @@ class Segmentation:
     def impose(self, rgb: np.ndarray) -> np.ndarray:
         """The field with everything but the cells set to black: uint8 (H, W, 3)."""
         return cv2.bitwise_and(rgb, rgb, mask=self.mask.view(np.uint8))
-
-
-def check_field(rgb) -> np.ndarray:
-    """Return ``rgb`` as a C-contiguous uint8 (H, W, 3) array; ``ValueError`` naming the problem."""
-    arr = np.asarray(rgb)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"{arr.dtype} pixels; an 8-bit (uint8) RGB field is required")
-    if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 1):
-        raise ValueError("grayscale field; a colour (H, W, 3) RGB field is required")
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        raise ValueError("field has an alpha channel (RGBA); pass RGB (H, W, 3)")
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"array of shape {arr.shape}; an RGB field of shape (H, W, 3) is required")
-    h, w = arr.shape[:2]
-    if h == 0 or w == 0:
-        raise ValueError(f"empty field ({w}x{h} px)")
-    if h * w > MAX_PIXELS:
-        raise ValueError(f"field too large ({w}x{h} > {MAX_PIXELS} px)")
-    return np.ascontiguousarray(arr)
 
 
 @lru_cache(maxsize=64)
