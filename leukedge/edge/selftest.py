@@ -128,13 +128,13 @@ class SelfTestResult:
         return f"{diffs}; labels agree on {self.labels_agree}/{self.n}; {self.ms:.1f} ms"
 
 
-def cpu_info() -> dict:
-    """This machine: ``machine`` (e.g. x86_64, aarch64), ``cpu`` (its name as /proc/cpuinfo
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
+    """This machine: ``machine`` (e.g. x86_64, aarch64), ``cpu`` (its name as ``cpuinfo``
     gives it, else the platform's) and ``features`` (the SIMD flags runtimes pick kernels
-    by; empty where /proc/cpuinfo is unreadable)."""
+    by; empty where ``cpuinfo`` is unreadable)."""
     fields: dict[str, str] = {}
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
             key, sep, value = line.partition(":")
             if sep:
                 fields.setdefault(key.strip(), value.strip())
