@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import LeukedgeError
 from .preprocess import INPUT_MODES, WHITE_POINTS, Preprocess, prepare
 from .segment import MODES as SEGMENTATION_MODES
 
@@ -47,7 +48,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FIX = "restore the bundle's original leukedge.json or re-export the bundle"
 
 
-class BundleError(ValueError):
+class BundleError(LeukedgeError, ValueError):
     """A bundle that cannot be used; the message names the file and the problem."""
 
 

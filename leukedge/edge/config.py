@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..errors import LeukedgeError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -23,7 +25,7 @@ _SCHEME = re.compile(r"^(picamera2|usb|folder|video|synthetic)(?=$|[:?])")
 MODEL_SUFFIXES = (".onnx", ".tflite")
 
 
-class ConfigError(ValueError):
+class ConfigError(LeukedgeError, ValueError):
     """A config file that cannot be used; names the file and the key."""
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..errors import LeukedgeError
 from .image_header import HeaderError, ImageHeader, read_header
 
 #: Largest field accepted, in pixels: a 12 MP HQ camera frame is 12.3 MP; 40 MP decodes to
@@ -31,7 +32,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _FILLER = bytes(range(1, 255))
 
 
-class FieldError(ValueError):
+class FieldError(LeukedgeError, ValueError):
     """A file that cannot be used as a smear field; names the file and the problem.
 
     ``permanent`` is True: the bytes themselves are unusable, so decoding them again gives

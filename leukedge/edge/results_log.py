@@ -35,6 +35,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..errors import LeukedgeError
+
 #: Version of the schema this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = 2
 DB_NAME = "results.db"
@@ -109,7 +111,7 @@ _COLUMNS = (
 _JSON_COLUMNS = ("probabilities", "timings", "reasons", "quality")
 
 
-class ResultsError(RuntimeError):
+class ResultsError(LeukedgeError, RuntimeError):
     """The results database cannot be read or written; names the file and the fix."""
 
 
@@ -117,7 +119,7 @@ class SchemaError(ResultsError):
     """The database was written by a newer leukedge."""
 
 
-class SlideError(ValueError):
+class SlideError(LeukedgeError, ValueError):
     """A slide id or slide state that does not allow the request (bad id, ended slide)."""
 
 
