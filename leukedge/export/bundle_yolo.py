@@ -36,6 +36,7 @@ from .bundles import (
     sample_rows,
 )
 from .onnx_yolo import export_yolo_onnx
+from .selftest import add_self_test
 
 FP32_BUNDLE = "yolo-onnx-fp32"
 INT8_BUNDLE = "yolo-onnx-int8"
@@ -160,6 +161,7 @@ def export_yolo_bundle(
             model = model_entry(models[precision], preprocess, precision, quantization[precision])
             manifest = {"name": f"{run_name(pt_path)}-{folder.name}", **common, "model": model}
             write_manifest(folder, {**manifest, "evaluation": evaluation[precision]})
+            add_self_test(folder)
         return replace_outputs(
             out_dir,
             staged,

@@ -46,6 +46,7 @@ from .bundles import (
 )
 from .fidelity import compare, model_probs
 from .onnx_yolo import ONNX_OPSET, set_metadata
+from .selftest import add_self_test
 from .tflite import convert_tflite, set_tflite_metadata
 
 FORMATS = ("tflite", "onnx")
@@ -225,6 +226,7 @@ def export_keras_bundles(
                 manifest = {"name": f"{keras_path.parent.name}-{folder.name}", **common}
                 manifest = {**manifest, "model": entry, "evaluation": evaluation[precision]}
                 write_manifest(folder, manifest)
+                add_self_test(folder)
                 staged[f"{fmt}-{precision}"] = folder
         return replace_outputs(
             out_dir,
