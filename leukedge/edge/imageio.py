@@ -135,9 +135,9 @@ def decode_field(
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_field(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as an RGB uint8 (H, W, 3) field (``decode_field``); ``FieldError``
-    if unusable, without reading a file too large to be a field."""
+def read_image_bytes(path: str | Path, max_pixels: int = MAX_PIXELS) -> bytes:
+    """The bytes of an image file; ``FieldError`` (permanent) for a file too large to be a
+    field of at most ``max_pixels`` (``max_file_bytes``), which is not read."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -145,10 +145,15 @@ def read_field(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             raise FieldError(
                 path, f"file too large ({size / 1e6:.0f} MB for at most {max_pixels} px)"
             )
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise FieldError(path, f"cannot read file ({exc.strerror or exc})") from exc
-    return decode_field(data, path, max_pixels)
+
+
+def read_field(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as an RGB uint8 (H, W, 3) field (``read_image_bytes``, then
+    ``decode_field``); ``FieldError`` if unusable."""
+    return decode_field(read_image_bytes(path, max_pixels), path, max_pixels)
 
 
 def check_field(field: object, name: str = "field") -> np.ndarray:
