@@ -88,6 +88,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE results ADD COLUMN quality TEXT",
         "ALTER TABLE results ADD COLUMN phash TEXT",
         "ALTER TABLE results ADD COLUMN frame TEXT",
+        "CREATE INDEX results_image ON results (image_sha256)",
     ),
 )
 
@@ -463,6 +464,18 @@ class ResultsLog:
                 (slide_id, source_id, image_sha256),
             ).fetchone()
         return row is not None
+
+    def slide_of(self, source_id: str, image_sha256: str | None) -> str | None:
+        """The slide (the latest) that holds this field, or None."""
+        if image_sha256 is None:
+            return None
+        with self._sql():
+            row = self._db.execute(
+                "SELECT slide FROM results WHERE image_sha256 = ? AND source_id = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (image_sha256, source_id),
+            ).fetchone()
+        return None if row is None else row["slide"]
 
     def results(self, slide_id: str) -> list[dict[str, Any]]:
         """The slide's fields in logging order, as plain dicts: ``id`` (the field's

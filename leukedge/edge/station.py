@@ -122,6 +122,7 @@ class Station:
         self._tallies: dict[str, SlideTally] = {}  # open slides this station works on
         self._lock = threading.RLock()
         self._default: str | None = None  # run(): the slide of frames without one
+        self._fixed: str | None = None  # run(): that slide, when the caller named it
         self._source: Source | None = None
 
     @classmethod
@@ -283,14 +284,19 @@ class Station:
         return str(path)
 
     def _already_done(self, frame: Frame) -> str | None:
-        """Why a source need not decode ``frame`` (its slide ended, or it is logged)."""
+        """Why a source need not decode ``frame``: its slide has ended, or the field is
+        logged (in its slide; for a top-level file of a run without a fixed slide, in
+        any slide, so the files of an ended slide never flow into the next one)."""
         with self._lock:
+            if frame.slide is None and self._fixed is None:
+                held = self.log.slide_of(frame.source_id, frame.sha256)
+                return None if held is None else f"already logged in slide {held}"
             slide = frame.slide or self._default
             info = self.log.find_slide(slide) if slide else None
             if info is None:
                 return None
             if info.state == "ended":
-                return f"slide {slide} is ended (use a new slide folder)"
+                return f"slide {slide} has ended (a new slide needs a new name)"
             if self.log.has(slide, frame.source_id, frame.sha256):
                 return f"already logged in slide {slide}"
             return None
@@ -324,6 +330,7 @@ class Station:
             if slide_id is not None:
                 self._check_usable(slide_id)
             self._default = slide_id or self.resume_slide() or self.new_slide_id()
+            self._fixed = slide_id
             self._source = source if isinstance(source, Source) else None
         touched: list[str] = []
         if isinstance(source, Source):
