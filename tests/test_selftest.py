@@ -103,6 +103,53 @@ def test_nan_outputs_fail():
     assert not SelfTestResult(6, diff, tolerance, labels_agree=6, ms=1.0).passed
 
 
+def test_a_two_input_model_stores_a_view_per_input(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from leukedge.edge.preprocess import Preprocess
+
+    folder = tmp_path / "dual"
+    folder.mkdir()
+    shape = [1, 3, 32, 32]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Sub", ["field", "masked"], ["both"]),
+            helper.make_node("GlobalAveragePool", ["both"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Gemm", ["flat", "W", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["output0"], axis=1),
+        ],
+        "dual",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("field", "masked")],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 4])],
+        [
+            numpy_helper.from_array(
+                np.random.default_rng(0).normal(0, 8, (3, 4)).astype("f4"), "W"
+            ),
+            numpy_helper.from_array(np.zeros(4, np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, str(folder / "model.onnx"))
+    write_manifest(
+        folder,
+        {
+            "name": "dual-test",
+            "classes": ["Benign", "Early", "Pre", "Pro"],
+            "inputs": ["field", "masked"],
+            "model": {"file": "model.onnx", "format": "onnx", "precision": "fp32"},
+            "preprocess": Preprocess(input_mode="field", size=32).to_dict(),
+        },
+    )
+    add_self_test(folder)
+    with np.load(folder / SELF_TEST_FILE) as data:
+        field, masked = data["view_field"], data["view_masked"]
+    assert field.shape == masked.shape == (6, 32, 32, 3)
+    assert (masked[:2] <= field[:2]).all() and (masked[:2] < field[:2]).any()  # black outside
+    assert run_self_test(load_model(folder)).passed
+
+
 def test_a_bundle_without_a_self_test_loads_with_a_warning(tiny_bundle):
     with pytest.warns(MissingSelfTestWarning, match="add-self-test"):
         model = load_model(tiny_bundle)

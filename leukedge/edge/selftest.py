@@ -232,14 +232,16 @@ def failure_message(model, result: SelfTestResult) -> str:
     """What failed, where and what to do, in one paragraph (for ``SelfTestError``)."""
     cpu = cpu_info()
     reference = model.manifest["self_test"].get("reference", {})
-    made = ", ".join(str(reference[k]) for k in ("machine", "cpu") if k in reference)
+    made = ", ".join(str(reference[k]) for k in ("machine", "cpu", "backend") if k in reference)
     return (
-        f"{model.bundle}: known-answer self-test FAILED: {backend_version(model.backend.name)} "
-        f"computes this model differently from the reference machine ({made or 'unknown'}): "
-        f"{result.summary()}. This machine: {cpu['machine']}, {cpu['cpu']}, CPU features "
-        f"{' '.join(cpu['features']) or 'unknown'}. Its results would be wrong; do not "
-        "classify with it: reinstall the runtime from the project's wheelhouse, or try the "
-        "other shipped bundle; `leukedge doctor` shows the details."
+        f"{model.bundle}: known-answer self-test FAILED: {model.manifest['model']['file']} on "
+        f"{backend_version(model.backend.name)} differs from the reference machine "
+        f"({made or 'unknown'}): {result.summary()}. This machine: {cpu['machine']}, "
+        f"{cpu['cpu']}, CPU features {' '.join(cpu['features']) or 'unknown'}. Its results "
+        "would be wrong; do not classify with it: reinstall the runtime from the project's "
+        "wheelhouse or try the other shipped bundle (`leukedge doctor` shows the details); "
+        "if the model file was changed on purpose, re-run `leukedge bundle add-self-test` "
+        "on the reference machine."
     )
 
 
