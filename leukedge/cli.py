@@ -2,6 +2,8 @@
 
 Each verb lives in ``leukedge.commands.<verb>`` and imports heavy libraries
 only inside its functions, so ``leukedge run`` stays as light as the edge core.
+The root command's class (``ErrorsAsExit``) turns any ``LeukedgeError`` of any verb
+into one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import typer
 
 from . import __version__
 from .commands import (
+    ErrorsAsExit,
     bench,
     bundle,
     data,
@@ -32,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=ErrorsAsExit,
 )
 app.add_typer(data.app, name="data")
 app.add_typer(train.app, name="train")

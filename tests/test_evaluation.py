@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from leukedge.edge.classes import CLASSES
 from leukedge.edge.synth import synth_field, write_synth_dataset
+from leukedge.evaluation import metrics
+from leukedge.evaluation.evaluate import Predictor, evaluate
+from leukedge.evaluation.render import write_report
 from leukedge.evaluation.shifts import SHIFTS, apply_shift, paint_out_cells
-from leukedge.training import metrics
 from leukedge.training.jitter import Jitter, dihedral, jitter
-from leukedge.training.report import evaluate, write_report
 
 
 def _hsv(rgb):
@@ -204,7 +205,7 @@ def synth_items(tmp_path_factory):
 
 
 def _oracle(items):
-    """A predict function that knows each field's label (by its pixels)."""
+    """A predictor that knows each field's label (by its pixels)."""
     from leukedge.edge.imageio import read_field
 
     truth = {read_field(p).tobytes(): CLASSES.index(label) for p, label in items}
@@ -213,14 +214,14 @@ def _oracle(items):
         labels = [truth.get(f.tobytes(), 0) for f in fields]  # shifted fields: unknown -> 0
         return _one_hot(np.array(labels), len(CLASSES), 0.97)
 
-    return predict
+    return Predictor("oracle", CLASSES, predict)
 
 
 def test_evaluate_and_write_report(synth_items, tmp_path):
     root, items = synth_items
     bad = root / "broken.png"
     bad.write_bytes(b"not an image")
-    result = evaluate(_oracle(items), [*items, (bad, "Pro")], CLASSES, batch=5, n_bootstrap=100)
+    result = evaluate(_oracle(items), [*items, (bad, "Pro")], batch=5, n_bootstrap=100)
     assert result["n"] == len(items)
     assert result["skipped"] == [{"path": str(bad), "problem": "not a readable image"}]
     assert result["clean"]["accuracy"] == 1.0 and result["clean"]["macro_f1"] == 1.0
@@ -254,10 +255,10 @@ def test_evaluate_and_write_report(synth_items, tmp_path):
 
 def test_evaluate_without_extras_and_with_unknown_labels(synth_items):
     _, items = synth_items
-    result = evaluate(_oracle(items), items[:4], CLASSES, shifts=False, shortcut=False)
+    result = evaluate(_oracle(items), items[:4], shifts=False, shortcut=False)
     assert result["shifts"] == {} and result["worst_shift"] is None and "shortcut" not in result
     with pytest.raises(ValueError, match="not model classes"):
-        evaluate(_oracle(items), [(items[0][0], "Malignant")], CLASSES)
+        evaluate(_oracle(items), [(items[0][0], "Malignant")])
 
 
 # --- leukedge eval ---------------------------------------------------------------------
@@ -293,7 +294,7 @@ def test_eval_record_keeps_the_figures_in_the_bundle(tiny_bundle, synth_items, t
     from leukedge.cli import app
     from leukedge.edge.bundle import read_manifest, write_manifest
     from leukedge.edge.model import load_model
-    from leukedge.training.report import headline
+    from leukedge.evaluation.evaluate import headline
 
     manifest = read_manifest(tiny_bundle)
     manifest.pop("files")

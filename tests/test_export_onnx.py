@@ -106,7 +106,7 @@ def trained(tmp_path_factory):
     from leukedge.data.split import make_split
     from leukedge.edge.preprocess import Preprocess
     from leukedge.edge.synth import write_synth_dataset
-    from leukedge.export.bundle_yolo import export_yolo_bundle
+    from leukedge.export.yolo import export_yolo_bundles
     from leukedge.training.yolo import build_imagefolder, train_yolo
 
     work = tmp_path_factory.mktemp("yolo")
@@ -124,8 +124,8 @@ def trained(tmp_path_factory):
         build_imagefolder(work / "split.csv", work / "folder")
         pt = train_yolo(work / "folder", work / "run", epochs=1, imgsz=SIZE, batch=8, plots=False)
         spec = Preprocess(input_mode="field", size=SIZE)
-        bundles = export_yolo_bundle(
-            pt, work / "export", split_csv=work / "split.csv", preprocess=spec, calib_n=16
+        bundles = export_yolo_bundles(
+            pt, work / "export", split_csv=work / "split.csv", spec=spec, calib_n=16
         )
         yield {"work": work, "pt": pt, "spec": spec, "bundles": bundles}
 

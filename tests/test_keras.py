@@ -152,7 +152,7 @@ def test_training_batches_do_not_depend_on_the_thread_count(work):
     from leukedge.edge.model import input_specs
     from leukedge.training.jitter import Jitter
     from leukedge.training.keras_models import SINGLE_INPUTS
-    from leukedge.training.keras_train import _Fields, _train_batches, keras_preprocess
+    from leukedge.training.keras_train import _Fields, _TrainBatches, keras_preprocess
 
     rows = read_split(work / "split.csv", "train")
     spec = keras_preprocess("mobilenetv2", "field-wb", size=SIZE)
@@ -163,9 +163,8 @@ def test_training_batches_do_not_depend_on_the_thread_count(work):
 
     def batches(threads: int, epoch: int = 0, cfg=Jitter(), flips=True) -> list:
         with ThreadPoolExecutor(threads) as pool:
-            stream = _train_batches(
-                rows, fields, specs, SINGLE_INPUTS, labels, 4, 0, cfg, flips, epoch, pool
-            )
+            make = _TrainBatches(rows, fields, specs, SINGLE_INPUTS, labels, 4, 0, cfg, flips)
+            stream = make(epoch, pool)
             return [next(stream) for _ in range(steps + 1)]
 
     one, four = batches(1), batches(4)
@@ -188,7 +187,7 @@ def trained(work):
     """A 1-epoch tiny MobileNetV2 on the field-wb view, and its four exported bundles."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("tf2onnx")
-    from leukedge.export.keras_export import export_keras_bundles
+    from leukedge.export.keras import export_keras_bundles
     from leukedge.training.keras_train import keras_preprocess, train_keras
 
     spec = keras_preprocess("mobilenetv2", "field-wb", size=SIZE)
@@ -249,7 +248,7 @@ def test_run_record_matches_the_best_model(trained, work):
 @pytest.mark.slow
 def test_bundles_manifests_and_metadata(trained, work):
     from leukedge.edge.model import load_model
-    from leukedge.export.bundles import onnx_metadata
+    from leukedge.export.common import onnx_metadata
     from leukedge.export.tflite import tflite_metadata
 
     bundles = trained["bundles"]
@@ -327,7 +326,7 @@ def test_resume_and_cli(trained, work, tmp_path):
     assert res.exit_code == 0, res.output
     assert find_run_config(run)["result"]["epochs_done"] == 1
     assert sha256_file(run / "best.keras") == sha256_file(trained["best"])
-    check_report(run / "report-val", keras_predictor(run / "best.keras")[2])
+    check_report(run / "report-val", keras_predictor(run / "best.keras").predict_proba)
 
     res = runner.invoke(app, ["export", str(run), "--to", "onnx", "--no-int8"])
     assert res.exit_code == 0, res.output
@@ -381,7 +380,7 @@ def test_dual_model_trains_exports_and_runs_at_the_edge(work):
     from leukedge.edge.model import input_specs, load_model
     from leukedge.edge.preprocess import prepare
     from leukedge.edge.segment import segment
-    from leukedge.export.keras_export import export_keras_bundles
+    from leukedge.export.keras import export_keras_bundles
     from leukedge.training.keras_train import keras_preprocess, train_keras
 
     spec = keras_preprocess("mobilenetv2", "field", size=SIZE)

@@ -155,7 +155,7 @@ def test_tiny_train_and_onnx_export_stay_offline(tmp_path, restore_env, network_
     pytest.importorskip("onnx")
     if importlib.util.find_spec("ultralytics") is None:
         pytest.skip("ultralytics not installed")
-    from leukedge.export.onnx_yolo import export_yolo_onnx
+    from leukedge.export.yolo import export_yolo_onnx
     from leukedge.training.yolo import build_imagefolder, classify_preprocess, train_yolo
 
     data = build_imagefolder(_write_split(tmp_path), tmp_path / "folder")

@@ -71,6 +71,6 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     assert record["schedule"] == {"warmup_epochs": 0.0, "optimizer": "AdamW", "lr0": 0.002}
     for line in ("optimizer: AdamW", "lr0: 0.002", "warmup_epochs: 0.0"):
         assert line in ultralytics_args
-    predict = yolo_predictor(run / "train" / "weights" / "best.pt")[2]
+    predict = yolo_predictor(run / "train" / "weights" / "best.pt").predict_proba
     for split in ("val", "test"):
         check_report(run / f"report-{split}", predict)

@@ -1,35 +1,12 @@
-"""``leukedge bench``: the benchmarks of ``benchmarks/run_all.py``, from a source checkout.
-
-``benchmarks/`` sits next to the ``leukedge`` package in the repository and is not
-installed with it: this command works from a checkout (``pip install -e .``) and
-says so otherwise.
-"""
+"""``leukedge bench``: every benchmark of ``leukedge.benchmarks`` on this machine."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
 from ..console import console, err_console
-from . import fail
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _run_all():
-    """The ``benchmarks.run_all`` module of this checkout."""
-    if not (REPO / "benchmarks" / "run_all.py").is_file():
-        fail(
-            f"no benchmarks/ folder next to the leukedge package ({REPO}): `leukedge bench` "
-            "runs from a source checkout of the repository (git clone, then pip install -e .)"
-        )
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from benchmarks import run_all
-
-    return run_all
 
 
 def bench(
@@ -60,12 +37,9 @@ def bench(
 ) -> None:
     """Benchmark segmentation, classification latency (with the PyTorch and Keras baselines),
     the end-to-end pipeline and accuracy on this machine; writes report.md, report.json
-    and plots, and prints the headline table. Works from a source checkout."""
-    run_all = _run_all()
-    try:
-        thread_counts = run_all.parse_threads(threads) if threads else None
-    except ValueError as exc:
-        fail(str(exc))
+    and plots, and prints the headline table. --on-device needs only the edge extra."""
+    from ..benchmarks import render, run_all
+
     out = out or run_all.default_out()
     report = run_all.run(
         out,
@@ -73,11 +47,11 @@ def bench(
         data=data or run_all.DEFAULT_DATA,
         split_csv=split_csv,
         on_device=on_device,
-        threads=thread_counts,
+        threads=run_all.parse_threads(threads) if threads else None,
         models=models,
         reference=reference,
     )
     for note in report["notes"]:
         err_console.print(f"[yellow]note:[/yellow] {note}")
-    console.print(run_all.render.headline(report), markup=False, highlight=False)
+    console.print(render.headline(report), markup=False, highlight=False)
     err_console.print(f"report: {out / 'report.md'}")

@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from ..console import console, err_console
-from . import fail
 
 app = typer.Typer(help="Prepare data: leak-safe splits and synthetic fields.", no_args_is_help=True)
 
@@ -21,6 +20,26 @@ def _ratios(text: str) -> tuple[float, float, float]:
     if len(parts) != 3:
         raise typer.BadParameter(f"expected three comma-separated numbers, got {text!r}")
     return parts
+
+
+def count_table(summary: dict, title: str) -> Table:
+    """Fields per split (or fold) and class of a ``make_split`` summary, with totals."""
+    from ..data.split import SPLITS
+
+    counts = summary["counts"]
+    labels = sorted({label for c in counts.values() for label in c})
+    order = [s for s in SPLITS if s in counts] + sorted(s for s in counts if s not in SPLITS)
+    table = Table(title=title)
+    table.add_column("split")
+    for label in labels:
+        table.add_column(label, justify="right")
+    table.add_column("total", justify="right")
+    for s in order:
+        row = [counts[s].get(label, 0) for label in labels]
+        table.add_row(s, *map(str, row), str(sum(row)))
+    totals = [sum(c.get(label, 0) for c in counts.values()) for label in labels]
+    table.add_row("all", *map(str, totals), str(sum(totals)), style="bold")
+    return table
 
 
 @app.command()
@@ -40,32 +59,17 @@ def split(
 ) -> None:
     """Write a stratified split where duplicates and near-duplicates never straddle two splits."""
     from ..data.layouts import find_dataset
-    from ..data.split import SPLITS, make_split
+    from ..data.split import make_split
 
-    try:
-        dataset = find_dataset(src)
-        summary = make_split(dataset, out, classes, seed, _ratios(ratios), folds)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    summary = make_split(find_dataset(src), out, classes, seed, _ratios(ratios), folds)
     err_console.print(f"layout: [bold]{summary['layout']}[/bold] ({summary['source']})")
     for name in summary["ignored_folders"]:
         err_console.print(f"[yellow]ignored folder[/yellow] {name}: not a recognised class")
     for bad in summary["skipped"]:
         err_console.print(f"[yellow]skipped[/yellow] {bad['path']}: {bad['problem']}")
-    counts = summary["counts"]
-    labels = sorted({label for c in counts.values() for label in c})
-    order = [s for s in SPLITS if s in counts] + sorted(s for s in counts if s not in SPLITS)
-    table = Table(title=f"{summary['files']} fields, classes={classes}, seed={seed}")
-    table.add_column("split")
-    for label in labels:
-        table.add_column(label, justify="right")
-    table.add_column("total", justify="right")
-    for s in order:
-        row = [counts[s].get(label, 0) for label in labels]
-        table.add_row(s, *map(str, row), str(sum(row)))
-    totals = [sum(c.get(label, 0) for c in counts.values()) for label in labels]
-    table.add_row("all", *map(str, totals), str(sum(totals)), style="bold")
-    console.print(table)
+    console.print(
+        count_table(summary, f"{summary['files']} fields, classes={classes}, seed={seed}")
+    )
     console.print(
         f"{summary['duplicate_groups']} duplicate groups "
         f"({summary['files_in_duplicate_groups']} files; "

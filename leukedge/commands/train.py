@@ -8,7 +8,6 @@ import typer
 
 from ..console import err_console
 from ..edge.preprocess import DEFAULT_WHITE_POINT
-from . import fail
 
 app = typer.Typer(help="Train classifiers (offline: nothing is downloaded).", no_args_is_help=True)
 
@@ -24,13 +23,16 @@ DATA = typer.Option(None, "--data", help="Data folder to split when no --split-c
 CLASSES = typer.Option("4", "--classes", help="Class scheme when splitting --data: 4, 3 or 2.")
 
 
-def report_run(predictor, split_csv: Path, out: Path) -> None:
-    """Evaluate a finished run on its val and test splits (``out/report-<split>/``) and
-    print the headline figures."""
-    from ..training.report import report_splits
+def train_and_report(family: str, split_csv: Path, out: Path, threads: int | None, **recipe):
+    """Train a run of ``family`` (``leukedge.training.families``), evaluate it on its val
+    and test splits (``out/report-<split>/``) and print the headline figures."""
+    from ..evaluation.render import report_splits
+    from ..training.families import FAMILIES
 
-    name, classes, predict = predictor
-    for split, result in report_splits(predict, classes, split_csv, out, name).items():
+    family = FAMILIES[family]
+    best = family.train(split_csv, out, threads=threads, **recipe)
+    err_console.print(f"best model: {best}")
+    for split, result in report_splits(family.predictor(best, threads), split_csv, out).items():
         worst = result["worst_shift"]
         line = f"{split}: accuracy {result['clean']['accuracy']:.4f}"
         if worst:
@@ -38,28 +40,6 @@ def report_run(predictor, split_csv: Path, out: Path) -> None:
         if "shortcut" in result:
             line += f", shortcut audit {result['shortcut']['accuracy']:.4f} (lower is better)"
         err_console.print(f"{line}  -> {out / f'report-{split}' / 'report.md'}")
-
-
-def split_for(
-    run_dir: Path,
-    split_csv: Path | None,
-    data: Path | None,
-    classes: str,
-    seed: int,
-    ratios: tuple[float, float, float] | None = None,
-):
-    """The split.csv to train on: the given one, or a new leak-safe split of ``data``
-    (``make_split``'s train/val/test ``ratios`` unless given)."""
-    if split_csv is not None:
-        return split_csv
-    if data is None:
-        fail("give --split-csv or --data")
-    from ..data.layouts import find_dataset
-    from ..data.split import make_split
-
-    extra = {"ratios": ratios} if ratios else {}
-    make_split(find_dataset(data), run_dir / "split", classes, seed, **extra)
-    return run_dir / "split" / "split.csv"
 
 
 @app.command()
@@ -114,73 +94,17 @@ def yolo(
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
 ) -> None:
     """Train a YOLO classifier on what the station sees (same preprocessing), then evaluate it."""
-    from dataclasses import asdict
-    from functools import partial
-
-    from ..edge.preprocess import Preprocess, view
+    from ..edge.preprocess import Preprocess
     from ..training.jitter import Jitter
-    from ..training.jitter import jitter as jitter_fn
-    from ..training.runs import write_run_config
-    from ..training.yolo import YOLO_AUG, build_imagefolder, train_yolo
+    from ..training.runs import training_split
 
     spec = Preprocess(input_mode=input_mode, segmentation=seg, size=imgsz, white_point=white_point)
-    if not 0.0 <= crop < 1.0:
-        fail(f"--crop {crop}: give a value in [0, 1)")
-    aug = {"scale": crop} | ({} if flips else {"fliplr": 0.0, "flipud": 0.0})
-    if not ultralytics_colour:
-        aug |= {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}
-    schedule = {"warmup_epochs": warmup}
-    if lr is not None:  # Ultralytics' optimizer "auto" ignores lr0
-        schedule |= {"optimizer": "AdamW", "lr0": lr}
-    split_csv = split_for(out, split_csv, data, classes, seed)
-    tree = out / "data"
-    if not (resume and (tree / "train").is_dir()):
-        build_imagefolder(
-            split_csv,
-            tree,
-            partial(view, spec=spec),
-            balance=balance,
-            augment=partial(jitter_fn, cfg=Jitter()) if jitter else None,
-            copies=copies if jitter else 0,
-            turns=turns,
-            seed=seed,
-        )
-    config = {
-        "family": "yolo",
-        "arch": arch,
-        "preprocess": spec.to_dict(),
-        "jitter": asdict(Jitter()) if jitter else None,
-        "ultralytics_aug": {**YOLO_AUG, **aug},
-        "copies": copies if jitter else 0,
-        "quarter_turns": turns and jitter,
-        "balance": balance,
-        "epochs": epochs,
-        "batch": batch,
-        "seed": seed,
-        "weights": str(weights) if weights else None,
-        "schedule": schedule,
-    }
-    write_run_config(out, config, split_csv)
-    best = train_yolo(
-        tree,
-        out / "train",
-        arch=arch,
-        epochs=epochs,
-        imgsz=imgsz,
-        batch=batch,
-        seed=seed,
-        weights=weights,
-        threads=threads,
-        device=device,
-        workers=workers,
-        resume=resume,
-        **schedule,
-        **aug,
-    )
-    err_console.print(f"best weights: {best}")
-    from ..training.yolo import yolo_predictor
-
-    report_run(yolo_predictor(best, threads), split_csv, out)
+    recipe = dict(spec=spec, arch=arch, epochs=epochs, batch=batch, seed=seed, copies=copies,
+                  jitter_cfg=Jitter() if jitter else None, turns=turns, flips=flips, crop=crop,
+                  ultralytics_colour=ultralytics_colour, balance=balance, lr=lr, warmup=warmup,
+                  weights=weights, device=device, workers=workers, resume=resume)  # fmt: skip
+    split_csv = training_split(out, split_csv, data, classes, seed)
+    train_and_report("yolo", split_csv, out, threads, **recipe)
 
 
 @app.command()
@@ -222,36 +146,13 @@ def keras(
     """Train a Keras classifier (reference notebook head) on what the station sees, then
     evaluate it on the val and test splits."""
     from ..training.jitter import Jitter
-    from ..training.keras_train import keras_preprocess, train_keras
+    from ..training.keras_train import keras_preprocess
+    from ..training.runs import training_split
 
-    try:
-        spec = keras_preprocess(arch, input_mode, seg, imgsz, white_point)
-        split_csv = split_for(out, split_csv, data, classes, seed)
-        best = train_keras(
-            split_csv,
-            out,
-            arch=arch,
-            spec=spec,
-            dual=dual,
-            epochs=epochs,
-            batch=batch,
-            seed=seed,
-            jitter_cfg=Jitter() if jitter else None,
-            flips=flips,
-            balance=balance,
-            threads=threads,
-            weights=weights,
-            init=init,
-            freeze=freeze,
-            bn_momentum=bn_momentum,
-            alpha=alpha,
-            lr=lr,
-            cosine=cosine,
-            resume=resume,
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    err_console.print(f"best model: {best}")
-    from ..training.keras_train import keras_predictor
-
-    report_run(keras_predictor(best), split_csv, out)
+    spec = keras_preprocess(arch, input_mode, seg, imgsz, white_point)
+    recipe = dict(arch=arch, spec=spec, dual=dual, epochs=epochs, batch=batch, seed=seed,
+                  jitter_cfg=Jitter() if jitter else None, flips=flips, balance=balance,
+                  weights=weights, init=init, freeze=freeze, bn_momentum=bn_momentum,
+                  alpha=alpha, lr=lr, cosine=cosine, resume=resume)  # fmt: skip
+    split_csv = training_split(out, split_csv, data, classes, seed)
+    train_and_report("keras", split_csv, out, threads, **recipe)

@@ -13,7 +13,7 @@ import numpy as np
 
 from leukedge.edge.backends import open_backend
 
-from ..training.metrics import accuracy
+from ..evaluation.metrics import accuracy
 
 ProbsFn = Callable[[np.ndarray], np.ndarray]
 

@@ -77,7 +77,7 @@ def quantize_onnx(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .onnx_yolo import set_metadata
+    from .common import set_metadata
 
     for value, allowed, what in (
         (activation, ACTIVATIONS, "activation"),

@@ -20,11 +20,13 @@ validation loss: on a few hundred validation fields many epochs tie), ``last.ker
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -37,12 +39,15 @@ from ..edge.imageio import read_field
 from ..edge.model import input_specs
 from ..edge.preprocess import DEFAULT_WHITE_POINT, Preprocess, prepare
 from ..edge.segment import segment
+from ..errors import DataError, MissingFileError, ModelError, UsageError
+from ..evaluation.evaluate import Predictor
 from ..progress import progress_bar
 from .jitter import Jitter, dihedral, jitter
 from .keras_models import DUAL_INPUTS, SINGLE_INPUTS, arch_scaling, build_model
-from .runs import epoch_score, write_run_config
+from .runs import epoch_score, find_run_config, write_run_config
 
 BEST, LAST, HISTORY = "best.keras", "last.keras", "history.csv"
+KERAS_WEIGHTS = "model.weights.h5"  # inside a .keras file
 
 
 def keras_preprocess(
@@ -62,12 +67,12 @@ def _check_preprocess(spec: Preprocess, arch: str, dual: bool) -> None:
     if spec.layout != "NHWC" or not (
         math.isclose(spec.scale, scale) and math.isclose(spec.offset, offset, abs_tol=1e-12)
     ):
-        raise ValueError(
+        raise UsageError(
             f"{arch} takes NHWC input scaled by {scale:g}, offset {offset:g}; preprocess has "
             f"layout {spec.layout}, scale {spec.scale:g}, offset {spec.offset:g}"
         )
     if dual and spec.input_mode == "mask":
-        raise ValueError("a dual model's first input is the field: use input field or field-wb")
+        raise UsageError("a dual model's first input is the field: use input field or field-wb")
 
 
 class _Fields:
@@ -101,39 +106,50 @@ def _prepare_all(rows, fields: _Fields, specs, names) -> np.ndarray | dict[str, 
     return _model_x([np.stack([prepare(f, s, m) for f, m in pairs]) for s in specs], names)
 
 
-def _train_batches(rows, fields, specs, names, labels, batch, seed, cfg, flips, epoch, pool):
-    """Endless augmented training batches (input(s), int64 (B,) labels), epoch after epoch
-    from ``epoch``, reshuffled each epoch. Each sample's draws are seeded by (seed, epoch,
-    batch, row), so the ``pool`` threads that make a batch change nothing."""
+@dataclass(frozen=True)
+class _TrainBatches:
+    """Endless augmented training batches (input(s), int64 (B,) labels) of ``rows``,
+    reshuffled each epoch. Each sample's draws are seeded by (seed, epoch, batch, row), so
+    the threads that make a batch change nothing and a resumed run sees the same data."""
 
-    def sample(epoch: int, i: int, j: int) -> list[np.ndarray]:
-        rng = np.random.default_rng([seed, epoch, i, j])
-        field, mask = fields.get(rows[j])
-        if cfg is not None:
-            field = jitter(field, rng, cfg)
-        k = int(rng.integers(8)) if flips else 0
-        return [dihedral(prepare(field, spec, mask), k) for spec in specs]
+    rows: Sequence[Row]
+    fields: _Fields
+    specs: Sequence[Preprocess]
+    names: Sequence[str]
+    labels: np.ndarray
+    batch: int
+    seed: int
+    jitter_cfg: Jitter | None
+    flips: bool
 
-    while True:
-        order = np.random.default_rng([seed, epoch]).permutation(len(rows))
-        for i in range(math.ceil(len(rows) / batch)):
-            idx = order[i * batch : (i + 1) * batch]
-            views = list(pool.map(partial(sample, epoch, i), idx))
-            xs = [np.stack([v[n] for v in views]) for n in range(len(specs))]
-            yield _model_x(xs, names), labels[idx]
-        epoch += 1
+    def _sample(self, epoch: int, i: int, j: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch, i, j])
+        field, mask = self.fields.get(self.rows[j])
+        if self.jitter_cfg is not None:
+            field = jitter(field, rng, self.jitter_cfg)
+        k = int(rng.integers(8)) if self.flips else 0
+        return [dihedral(prepare(field, spec, mask), k) for spec in self.specs]
+
+    def __call__(self, epoch: int, pool: ThreadPoolExecutor):
+        """Batches from ``epoch`` on, made by ``pool``."""
+        while True:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))
+            for i in range(math.ceil(len(self.rows) / self.batch)):
+                idx = order[i * self.batch : (i + 1) * self.batch]
+                views = list(pool.map(partial(self._sample, epoch, i), idx))
+                xs = [np.stack([v[n] for v in views]) for n in range(len(self.specs))]
+                yield _model_x(xs, self.names), self.labels[idx]
+            epoch += 1
 
 
 def _check_init(init: Path, config: dict) -> None:
     """Refuse a model to start from that is missing or was trained (run record beside it)
     for other inputs, classes or preprocessing than ``config``."""
-    from .runs import find_run_config
-
     if not init.is_file():
-        raise FileNotFoundError(f"{init}: no such model to start from")
+        raise MissingFileError(f"{init}: no such model to start from")
     theirs = find_run_config(init)
     if theirs is None:
-        raise ValueError(f"{init}: no leukedge_train.json run record beside it")
+        raise ModelError(f"{init}: no leukedge_train.json run record beside it")
     for key in ("arch", "alpha", "inputs", "classes", "preprocess"):
         mine, other = config[key], theirs.get(key)
         if key == "preprocess" and other is not None:
@@ -141,7 +157,7 @@ def _check_init(init: Path, config: dict) -> None:
             # adapt a model to it.
             mine, other = (_but_white_point(p) for p in (mine, other))
         if other != mine:
-            raise ValueError(f"{init}: trained with {key}={theirs.get(key)!r}, not {config[key]!r}")
+            raise ModelError(f"{init}: trained with {key}={theirs.get(key)!r}, not {config[key]!r}")
 
 
 def _but_white_point(preprocess: dict) -> dict:
@@ -236,12 +252,10 @@ def train_keras(
     label of the split in sorted order. Seeded with ``keras.utils.set_random_seed``.
     """
     if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
+        raise UsageError(f"epochs must be at least 1, got {epochs}")
     if init is not None and weights is not None:
-        raise ValueError("give backbone weights or a trained model to start from (init), not both")
+        raise UsageError("give backbone weights or a trained model to start from (init), not both")
     _configure(threads)
-    import keras
-
     spec = spec or keras_preprocess(arch)
     _check_preprocess(spec, arch, dual)
     split_csv, out_dir = Path(split_csv), Path(out_dir)
@@ -249,18 +263,15 @@ def train_keras(
     train = [r for r in rows if r.split == "train"]
     val = [r for r in rows if r.split == "val"]
     if not train or not val:
-        raise ValueError(f"{split_csv}: needs train rows and val rows (to pick the best epoch)")
-    classes = sorted({r.label for r in rows})
+        raise DataError(f"{split_csv}: needs train rows and val rows (to pick the best epoch)")
     names = DUAL_INPUTS if dual else SINGLE_INPUTS
-    specs = input_specs(spec, names)
-
     config = {
         "family": "keras",
         "arch": arch,
         "alpha": alpha,
         "dual": dual,
         "inputs": list(names),
-        "classes": classes,
+        "classes": sorted({r.label for r in rows}),
         "preprocess": spec.to_dict(),
         "jitter": asdict(jitter_cfg) if jitter_cfg else None,
         "flips": flips,
@@ -278,36 +289,72 @@ def train_keras(
     if init is not None:  # before anything is written or read
         _check_init(Path(init), config)
     write_run_config(out_dir, config, split_csv)
+    specs = input_specs(spec, names)
     fields = _Fields(train + val, spec, any(s.input_mode == "mask" for s in specs))
-    x_val = _prepare_all(val, fields, specs, names)
-    y_val = np.array([classes.index(r.label) for r in val], np.int64)
+    classes = config["classes"]
+    val_data = (
+        _prepare_all(val, fields, specs, names),
+        np.array([classes.index(r.label) for r in val], np.int64),
+    )
     train_rows = balance_rows(train, seed) if balance else train
-    steps = math.ceil(len(train_rows) / batch)
-
-    keras.utils.set_random_seed(seed)
+    labels = np.array([classes.index(r.label) for r in train_rows], np.int64)
+    batches = _TrainBatches(
+        train_rows, fields, specs, names, labels, batch, seed, jitter_cfg, flips
+    )
     history = _history(out_dir / HISTORY) if resume and (out_dir / LAST).is_file() else []
-    if history:
-        model = keras.models.load_model(out_dir / LAST)
-    else:
-        model = build_model(
-            arch,
-            len(classes),
-            spec.size,
-            weights=weights,
-            freeze_backbone=freeze,
-            dual=dual,
-            bn_momentum=bn_momentum,
-            alpha=alpha,
-        )
-        if init is not None:
-            model.set_weights(keras.models.load_model(init).get_weights())
-        model.compile(
-            optimizer=keras.optimizers.Adam(
-                keras.optimizers.schedules.CosineDecay(lr, epochs * steps) if cosine else lr
-            ),
-            loss="sparse_categorical_crossentropy",
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
+    model = _model(out_dir, config, math.ceil(len(train_rows) / batch), resume=bool(history))
+    _fit(model, batches, val_data, out_dir, epochs, history, threads, verbose)
+    history = _history(out_dir / HISTORY)
+    best = max(range(len(history)), key=lambda i: epoch_rank(history[i]))
+    result = {
+        "epochs_done": len(history),
+        "best_epoch": best + 1,
+        "best_val_accuracy": float(history[best]["val_accuracy"]),
+        "val_n": len(val),
+        "train_n": len(train_rows),
+    }
+    write_run_config(out_dir, {**config, "result": result}, split_csv)
+    return out_dir / BEST
+
+
+def _model(out_dir: Path, config: dict, steps: int, resume: bool):
+    """The compiled model a run trains: ``last.keras`` when resuming, else built from the
+    run ``config`` (started from ``config["init"]``'s weights when given), seeded."""
+    import keras
+
+    keras.utils.set_random_seed(config["seed"])
+    if resume:
+        return keras.models.load_model(out_dir / LAST)
+    model = build_model(
+        config["arch"],
+        len(config["classes"]),
+        config["preprocess"]["size"],
+        weights=config["weights"],
+        freeze_backbone=config["freeze"],
+        dual=config["dual"],
+        bn_momentum=config["bn_momentum"],
+        alpha=config["alpha"],
+    )
+    if config["init"] is not None:
+        model.set_weights(keras.models.load_model(config["init"]).get_weights())
+    lr, epochs = config["lr"], config["epochs"]
+    schedule = keras.optimizers.schedules.CosineDecay(lr, epochs * steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule if config["cosine"] else lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _fit(model, batches: _TrainBatches, val_data, out_dir: Path, epochs: int, history: list,
+         threads: int | None, verbose) -> None:  # fmt: skip
+    """Train from epoch ``len(history)`` to ``epochs``, saving ``best.keras`` whenever an
+    epoch ranks above every earlier one (``epoch_rank``), ``last.keras`` and ``history.csv``."""
+    import keras
+
+    if len(history) >= epochs:
+        return
     best_so_far = max(map(epoch_rank, history), default=None)
 
     def keep_best(epoch: int, logs: dict) -> None:
@@ -322,54 +369,59 @@ def train_keras(
         keras.callbacks.ModelCheckpoint(out_dir / LAST),
         keras.callbacks.CSVLogger(out_dir / HISTORY, append=bool(history)),
     ]
-    labels = np.array([classes.index(r.label) for r in train_rows], np.int64)
-    if len(history) < epochs:
-        with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
-            model.fit(
-                _train_batches(
-                    train_rows, fields, specs, names, labels, batch, seed, jitter_cfg,
-                    flips, len(history), pool,
-                ),
-                steps_per_epoch=steps,
-                shuffle=False,  # the batches are shuffled, seeded, by _train_batches
-                validation_data=(x_val, y_val),
-                epochs=epochs,
-                initial_epoch=len(history),
-                callbacks=callbacks,
-                verbose=verbose,
-            )  # fmt: skip
-    history = _history(out_dir / HISTORY)
-    best = max(range(len(history)), key=lambda i: epoch_rank(history[i]))
-    result = {
-        "epochs_done": len(history),
-        "best_epoch": best + 1,
-        "best_val_accuracy": float(history[best]["val_accuracy"]),
-        "val_n": len(val),
-        "train_n": len(train_rows),
-    }
-    write_run_config(out_dir, {**config, "result": result}, split_csv)
-    return out_dir / BEST
+    with ThreadPoolExecutor(threads or min(8, os.cpu_count() or 1)) as pool:
+        model.fit(
+            batches(len(history), pool),
+            steps_per_epoch=math.ceil(len(batches.rows) / batches.batch),
+            shuffle=False,  # the batches are shuffled, seeded, by _TrainBatches
+            validation_data=val_data,
+            epochs=epochs,
+            initial_epoch=len(history),
+            callbacks=callbacks,
+            verbose=verbose,
+        )
 
 
-def keras_predictor(keras_path: str | Path):
-    """(name, classes, predict) for a trained ``.keras`` model of a ``train_keras`` run:
-    ``predict(fields: list of RGB uint8 (H, W, 3)) -> float32 (N, C)`` through the run's
-    recorded preprocessing and inputs."""
+def keras_predictor(keras_path: str | Path, threads: int | None = None) -> Predictor:
+    """The ``Predictor`` of a trained ``.keras`` model of a ``train_keras`` run:
+    ``predict_proba(fields: list of RGB uint8 (H, W, 3)) -> float32 (N, C)`` through the
+    run's recorded preprocessing and inputs. ``threads`` is accepted for the family
+    interface; the Keras backend keeps its own thread pools."""
     import keras
-
-    from .runs import find_run_config
 
     keras_path = Path(keras_path)
     config = find_run_config(keras_path)
     if config is None:
-        raise ValueError(f"{keras_path}: no leukedge_train.json run record beside it")
+        raise ModelError(f"{keras_path}: no leukedge_train.json run record beside it")
     names = config.get("inputs", list(SINGLE_INPUTS))
     specs = input_specs(Preprocess.from_dict(config["preprocess"]), names)
     model = keras.models.load_model(keras_path)
 
-    def predict(fields: list[np.ndarray]) -> np.ndarray:
+    def predict_proba(fields: list[np.ndarray]) -> np.ndarray:
         xs = [np.stack([prepare(f, s) for f in fields]) for s in specs]
         out = model(_model_x(xs, names), training=False)
         return keras.ops.convert_to_numpy(out).astype(np.float32)
 
-    return keras_path.parent.name, list(config["classes"]), predict
+    return Predictor(keras_path.parent.name, tuple(config["classes"]), predict_proba)
+
+
+def keras_params(keras_path: str | Path) -> int:
+    """Parameters (trainable or not) of a ``.keras`` model, counted from the file without
+    TensorFlow (it and PyTorch in one process can crash)."""
+    import h5py
+
+    sizes = []
+    with zipfile.ZipFile(keras_path) as z, h5py.File(io.BytesIO(z.read(KERAS_WEIGHTS))) as f:
+        f.visititems(
+            lambda name, obj: (
+                sizes.append(obj.size)
+                if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer")
+                else None
+            )
+        )
+    return int(sum(sizes))
+
+
+def keras_epochs_done(keras_path: str | Path) -> int:
+    """Epochs a run finished, from the ``history.csv`` beside its model."""
+    return len(_history(Path(keras_path).parent / HISTORY))

@@ -1,5 +1,5 @@
-"""Training-run records: ``leukedge_train.json`` holds what a run was made from; and
-``epoch_score``, how a run picks its best epoch."""
+"""Training-run records: ``leukedge_train.json`` holds what a run was made from;
+``epoch_score``, how a run picks its best epoch; ``training_split``, the split it trains on."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 from .. import __version__
+from ..data.layouts import find_dataset
+from ..data.split import make_split
 from ..edge.bundle import sha256_file
+from ..errors import UsageError
 
 RUN_CONFIG = "leukedge_train.json"
 
@@ -50,27 +53,20 @@ def find_run_config(path: str | Path) -> dict | None:
     return None
 
 
-def weights_of(run: str | Path) -> Path | None:
-    """The best weights a ``leukedge train`` run folder holds (YOLO ``train/weights/best.pt``,
-    or ``weights/best.pt`` when given Ultralytics' own folder; Keras ``best.keras``), or None."""
-    run = Path(run)
-    candidates = (
-        run / "weights" / "best.pt",
-        run / "train" / "weights" / "best.pt",
-        run / "best.keras",
-    )
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def trained_model(path: str | Path) -> Path | None:
-    """The model file of a training run: ``path`` itself when it is a ``.pt`` or ``.keras``
-    file, else ``weights_of(path)``; None when ``path`` is neither.
-
-    Raises FileNotFoundError for a ``.pt`` or ``.keras`` path that does not exist.
-    """
-    path = Path(path)
-    if path.suffix in (".pt", ".keras"):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file")
-        return path
-    return weights_of(path)
+def training_split(
+    run_dir: str | Path,
+    split_csv: str | Path | None,
+    data: str | Path | None,
+    scheme: str,
+    seed: int,
+    ratios: tuple[float, float, float] | None = None,
+) -> Path:
+    """The ``split.csv`` a run trains on: ``split_csv``, else a new leak-safe split of the
+    dataset folder ``data`` in ``run_dir/split`` (``make_split``'s ratios unless given)."""
+    if split_csv is not None:
+        return Path(split_csv)
+    if data is None:
+        raise UsageError("give --split-csv or --data")
+    extra = {"ratios": ratios} if ratios else {}
+    make_split(find_dataset(data), Path(run_dir) / "split", scheme, seed, **extra)
+    return Path(run_dir) / "split" / "split.csv"

@@ -9,22 +9,20 @@ be resumed, or finished on a machine other than the one that trained it.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..console import err_console
+from ..errors import StepFailed, UsageError
+from ..evaluation.evaluate import headline
+from ..evaluation.render import lookup
 from ..evaluation.shifts import SHIFTS
 from ..progress import progress_bar
-from .report import headline, lookup
-from .runs import weights_of
-
-KERAS_WEIGHTS = "model.weights.h5"  # inside a .keras file
+from .families import best_model, family_of
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class StudyModel:
 
     name: str
     label: str
-    family: str  # "yolo" or "keras"
+    family: str  # a key of leukedge.training.families.FAMILIES
     options: tuple[str, ...]
     published: float | None  # the reference notebook's reported accuracy, %
 
@@ -60,36 +58,41 @@ STUDY_MODELS = (
 )
 
 
-def count_params(weights: Path) -> int:
-    """Parameters (trainable or not) of a trained YOLO ``.pt`` or Keras ``.keras`` model.
-    The ``.keras`` weights are counted from the file, without TensorFlow: it and
-    PyTorch in one process can crash."""
-    if weights.suffix == ".keras":
-        import h5py
-
-        sizes = []
-        with zipfile.ZipFile(weights) as z, h5py.File(io.BytesIO(z.read(KERAS_WEIGHTS))) as f:
-            f.visititems(
-                lambda name, obj: (
-                    sizes.append(obj.size)
-                    if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer")
-                    else None
-                )
-            )
-        return int(sum(sizes))
-    from ..offline import ensure_offline
-
-    ensure_offline()
-    from ultralytics import YOLO
-
-    return sum(p.numel() for p in YOLO(str(weights)).model.parameters())
+def choose_models(names: str | None) -> tuple[StudyModel, ...]:
+    """The study rows named in a comma-separated list (all when None)."""
+    if not names:
+        return STUDY_MODELS
+    chosen = [n.strip() for n in names.split(",")]
+    known = {m.name for m in STUDY_MODELS}
+    if unknown := [n for n in chosen if n not in known]:
+        raise UsageError(f"unknown model(s) {unknown}; choose from {sorted(known)}")
+    return tuple(m for m in STUDY_MODELS if m.name in chosen)
 
 
-def epochs_done(weights: Path) -> int:
-    """Epochs a run finished, from its ``results.csv`` (YOLO) or ``history.csv`` (Keras)."""
-    pt = weights.suffix == ".pt"
-    log = weights.parent.parent / "results.csv" if pt else weights.parent / "history.csv"
-    return max(0, len(log.read_text().strip().splitlines()) - 1) if log.is_file() else 0
+def train_options(
+    seed: int, threads: int | None, workers: int, quick: bool
+) -> dict[str, list[str]]:
+    """The further ``leukedge train <family>`` options of every study run: the study's
+    recipe, or the CI-sized one when ``quick``."""
+    common = ["--seed", str(seed), *(["--threads", str(threads)] if threads else [])]
+    if quick:
+        return {
+            "yolo": [*common, "--copies", "0", "--batch", "8"],
+            "keras": [*common, "--bn-momentum", "0.9", "--batch", "8"],
+        }
+    return {
+        "yolo": [*common, "--copies", "3", "--batch", "64", "--workers", str(workers)],
+        "keras": [*common, "--bn-momentum", "0.99"],
+    }
+
+
+def quick_data(out: Path, seed: int) -> tuple[Path, tuple[float, float, float]]:
+    """Generated 64 px fields for a quick study, and split ratios giving 2 test fields a
+    class."""
+    from ..edge.synth import write_synth_dataset
+
+    write_synth_dataset(out / "data", 10, seed=seed, size=(64, 64))
+    return out / "data", (0.6, 0.2, 0.2)
 
 
 def _leukedge(*args: str) -> list[str]:
@@ -111,7 +114,7 @@ def _call(command: list[str], log: Path) -> None:
     with open(log, "a") as f:
         code = subprocess.call(command, stdout=f, stderr=subprocess.STDOUT)
     if code:
-        raise RuntimeError(f"exit {code}: {' '.join(command[2:])}; see {log}")
+        raise StepFailed(f"exit {code}: {' '.join(command[2:])}; see {log}")
 
 
 def run_study(
@@ -138,12 +141,12 @@ def run_study(
         command = train_command(
             model, split_csv, run, epochs[model.family], imgsz, (extra or {}).get(model.family, ())
         )
-        if weights_of(run) is None:
+        if best_model(run) is None:
             run.mkdir(parents=True, exist_ok=True)
             _call(command, run / "study.log")
-        weights = weights_of(run)
+        weights = best_model(run)
         if weights is None:
-            raise RuntimeError(f"{run}: training left no weights")
+            raise StepFailed(f"{run}: training left no weights; see {run / 'study.log'}")
         report = run / "report-test" / "report.json"
         if not report.is_file():
             _call(
@@ -166,8 +169,8 @@ def _row(model: StudyModel, command: list[str], weights: Path, report: dict) -> 
         "published_accuracy": model.published,
         "command": " ".join(["leukedge", *command[3:]]),
         "weights": str(weights),
-        "params": count_params(weights),
-        "epochs_done": epochs_done(weights),
+        "params": family_of(weights).params(weights),
+        "epochs_done": family_of(weights).epochs_done(weights),
         **headline(report, "test"),
     }
 

@@ -28,17 +28,23 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from leukedge.data.balance import apply_aug, balance_rows
-from leukedge.data.split import SPLITS, read_split
-from leukedge.edge.imageio import read_field, write_field
-from leukedge.offline import ensure_offline
-from leukedge.progress import progress_bar
-from leukedge.training.jitter import dihedral
-from leukedge.training.runs import epoch_score
+from ..data.balance import apply_aug, balance_rows
+from ..data.split import SPLITS, read_split
+from ..edge.imageio import read_field, write_field
+from ..edge.model import _softmax
+from ..edge.preprocess import Preprocess, prepare, view
+from ..errors import DataError, MissingFileError, UsageError
+from ..evaluation.evaluate import Predictor
+from ..offline import ensure_offline
+from ..progress import progress_bar
+from .jitter import Jitter, dihedral, jitter
+from .runs import epoch_score, find_run_config, write_run_config
 
 #: Ultralytics classify preprocessing (see the module docstring), for model metadata.
 PREPROCESS: dict[str, object] = {
@@ -111,9 +117,9 @@ def build_imagefolder(
     rows = read_split(split_csv)
     splits = {r.split for r in rows}
     if unknown := splits - set(SPLITS):
-        raise ValueError(f"{split_csv}: unknown split(s) {sorted(unknown)}; use {SPLITS}")
+        raise DataError(f"{split_csv}: unknown split(s) {sorted(unknown)}; use {SPLITS}")
     if "train" not in splits:
-        raise ValueError(f"{split_csv}: no train rows")
+        raise DataError(f"{split_csv}: no train rows")
     if preprocess is None and (balance or augment is not None):
         raise ValueError("balancing and augmentation write new images: pass preprocess")
     labels = sorted({r.label for r in rows})
@@ -155,7 +161,7 @@ def build_imagefolder(
 def _arch_yaml(arch: str) -> str:
     """Architecture name or YAML path -> YAML Ultralytics builds from (never a .pt)."""
     if arch.endswith(".pt"):
-        raise ValueError(f"arch={arch!r}: name an architecture (yolo11n-cls); .pt goes to weights=")
+        raise UsageError(f"arch={arch!r}: name an architecture (yolo11n-cls); .pt goes to weights=")
     return arch if arch.endswith((".yaml", ".yml")) else f"{arch}.yaml"
 
 
@@ -233,11 +239,11 @@ def train_yolo(
 
     data_dir = Path(data_dir).resolve()
     if not (data_dir / "train").is_dir():
-        raise FileNotFoundError(f"{data_dir}: no train/ folder (see build_imagefolder)")
+        raise MissingFileError(f"{data_dir}: no train/ folder (see build_imagefolder)")
     if weights is not None:
         weights = Path(weights).resolve()
         if not weights.is_file():
-            raise FileNotFoundError(f"weights {weights} not found (nothing is downloaded)")
+            raise MissingFileError(f"weights {weights} not found (nothing is downloaded)")
     if device is None:
         device = 0 if torch.cuda.is_available() else "cpu"
     on_gpu = str(device) not in {"cpu", "mps"}
@@ -288,18 +294,85 @@ def train_yolo(
     return Path(model.trainer.best)
 
 
-def yolo_predictor(pt: str | Path, threads: int | None = None):
-    """(name, classes, predict) for an Ultralytics checkpoint.
+def train_yolo_run(
+    split_csv: str | Path,
+    out: str | Path,
+    *,
+    spec: Preprocess,
+    arch: str = "yolo11n-cls",
+    epochs: int = 30,
+    batch: int = 32,
+    seed: int = 0,
+    jitter_cfg: Jitter | None = Jitter(),
+    copies: int = 2,
+    turns: bool = False,
+    flips: bool = True,
+    crop: float = 0.5,
+    ultralytics_colour: bool = True,
+    balance: bool = True,
+    lr: float | None = None,
+    warmup: float = 3.0,
+    weights: str | Path | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    workers: int = 0,
+    resume: bool = False,
+) -> Path:
+    """A ``leukedge train yolo`` run: the ImageFolder of what the station sees
+    (``build_imagefolder`` with ``spec``, balancing and ``copies`` stain/lamp-jittered copies
+    of each training field), the run record, then ``train_yolo`` into ``out/train``.
+    Returns the path of ``best.pt``.
 
-    ``predict(fields: list of RGB uint8 (H, W, 3)) -> float32 (N, C)`` feeds the
-    network exactly what the station feeds its bundle: ``prepare`` with the run's
-    recorded preprocessing (``leukedge_train.json``), else the whole field at the
-    checkpoint's training size.
+    crop : Ultralytics' random-crop jitter (crops keep 1 - crop to all of the area);
+        0 keeps the microscope's magnification.
+    ultralytics_colour : keep Ultralytics' HSV jitter on top of the stain/lamp jitter.
+    lr : AdamW from this learning rate (Ultralytics' optimizer "auto" ignores lr0).
+    Other arguments as ``build_imagefolder`` and ``train_yolo``.
     """
-    from leukedge.edge.model import _softmax
-    from leukedge.edge.preprocess import Preprocess, prepare
-    from leukedge.training.runs import find_run_config
+    if not 0.0 <= crop < 1.0:
+        raise UsageError(f"--crop {crop}: give a value in [0, 1)")
+    out, split_csv = Path(out), Path(split_csv)
+    aug = {"scale": crop} | ({} if flips else {"fliplr": 0.0, "flipud": 0.0})
+    if not ultralytics_colour:
+        aug |= {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}
+    schedule = {"warmup_epochs": warmup}
+    if lr is not None:
+        schedule |= {"optimizer": "AdamW", "lr0": lr}
+    copies = copies if jitter_cfg else 0
+    tree = out / "data"
+    if not (resume and (tree / "train").is_dir()):
+        augment = partial(jitter, cfg=jitter_cfg) if jitter_cfg else None
+        build_imagefolder(split_csv, tree, partial(view, spec=spec), balance=balance,
+                          augment=augment, copies=copies, turns=turns, seed=seed)  # fmt: skip
+    config = {
+        "family": "yolo",
+        "arch": arch,
+        "preprocess": spec.to_dict(),
+        "jitter": asdict(jitter_cfg) if jitter_cfg else None,
+        "ultralytics_aug": {**YOLO_AUG, **aug},
+        "copies": copies,
+        "quarter_turns": turns and jitter_cfg is not None,
+        "balance": balance,
+        "epochs": epochs,
+        "batch": batch,
+        "seed": seed,
+        "weights": str(weights) if weights else None,
+        "schedule": schedule,
+    }
+    write_run_config(out, config, split_csv)
+    return train_yolo(tree, out / "train", arch=arch, epochs=epochs, imgsz=spec.size,
+                      batch=batch, seed=seed, weights=weights, threads=threads, device=device,
+                      workers=workers, resume=resume, **schedule, **aug)  # fmt: skip
 
+
+def yolo_predictor(pt: str | Path, threads: int | None = None) -> Predictor:
+    """The ``Predictor`` of an Ultralytics checkpoint.
+
+    ``predict_proba(fields: list of RGB uint8 (H, W, 3)) -> float32 (N, C)`` feeds the
+    network exactly what the station feeds its bundle: ``prepare`` with the run's recorded
+    preprocessing (``leukedge_train.json``), else the whole field at the checkpoint's
+    training size.
+    """
     ensure_offline()
     import torch
     from ultralytics import YOLO
@@ -309,7 +382,7 @@ def yolo_predictor(pt: str | Path, threads: int | None = None):
     pt = Path(pt)
     yolo = YOLO(str(pt))
     net = yolo.model.float().eval()
-    classes = [yolo.names[i] for i in sorted(yolo.names)]
+    classes = tuple(yolo.names[i] for i in sorted(yolo.names))
     config = find_run_config(pt) or {}
     if "preprocess" in config:
         spec = Preprocess.from_dict(config["preprocess"])
@@ -317,7 +390,7 @@ def yolo_predictor(pt: str | Path, threads: int | None = None):
         size = int((yolo.ckpt or {}).get("train_args", {}).get("imgsz", 224))
         spec = Preprocess(input_mode="field", size=size)
 
-    def predict(fields: list[np.ndarray]) -> np.ndarray:
+    def predict_proba(fields: list[np.ndarray]) -> np.ndarray:
         x = torch.from_numpy(np.stack([prepare(f, spec) for f in fields]))
         with torch.inference_mode():
             out = net(x)
@@ -326,4 +399,18 @@ def yolo_predictor(pt: str | Path, threads: int | None = None):
         return p if is_probs else _softmax(p)
 
     name = next(d.name for d in pt.resolve().parents if d.name not in ("weights", "train"))
-    return name, classes, predict
+    return Predictor(name, classes, predict_proba)
+
+
+def yolo_params(pt: str | Path) -> int:
+    """Parameters (trainable or not) of an Ultralytics checkpoint."""
+    ensure_offline()
+    from ultralytics import YOLO
+
+    return sum(p.numel() for p in YOLO(str(pt)).model.parameters())
+
+
+def yolo_epochs_done(pt: str | Path) -> int:
+    """Epochs a run finished, from Ultralytics' ``results.csv`` above ``weights/``."""
+    log = Path(pt).parent.parent / "results.csv"
+    return max(0, len(log.read_text().strip().splitlines()) - 1) if log.is_file() else 0

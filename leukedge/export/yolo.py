@@ -1,6 +1,11 @@
 """A trained YOLO classifier -> fp32 and INT8 ONNX model bundles with a fidelity report.
 
-``export_yolo_bundle`` writes, under ``out_dir``:
+``export_yolo_onnx`` exports the fp32 ONNX file through Ultralytics' exporter (opset
+``ONNX_OPSET``, batch 1): ``images`` float32 (1, 3, S, S) preprocessed as in
+``leukedge.training.yolo`` in, ``output0`` float32 (1, n_classes) softmax probabilities out;
+its ``metadata_props`` hold Ultralytics' keys, ``names`` (a JSON list of class names in
+output order), ``leukedge.preprocess`` and ``leukedge.output`` = "probabilities".
+``export_yolo_bundles`` writes, under ``out_dir``:
 
 - ``yolo-onnx-fp32/`` and ``yolo-onnx-int8/``: ``model.onnx`` and a
   ``leukedge.json`` manifest each (``leukedge.edge.bundle``);
@@ -12,18 +17,26 @@ Calibration (train split) and evaluation (val split) fields go through
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from leukedge.edge.bundle import write_manifest
 from leukedge.edge.preprocess import Preprocess
-from leukedge.training.runs import RUN_CONFIG
+from leukedge.errors import MissingFileError, ModelError, UsageError
+from leukedge.offline import ensure_offline
+from leukedge.training.runs import RUN_CONFIG, find_run_config
+from leukedge.training.yolo import PREPROCESS
 
-from .bundles import (
+from .common import (
     DEFAULT_UNCERTAIN_THRESHOLD,
+    ONNX_OPSET,
     class_indices,
     common_manifest,
     evaluate_models,
@@ -34,10 +47,11 @@ from .bundles import (
     quantize_onnx_model,
     replace_outputs,
     sample_rows,
+    set_metadata,
 )
-from .onnx_yolo import export_yolo_onnx
 from .selftest import add_self_test
 
+FORMATS = ("onnx",)
 FP32_BUNDLE = "yolo-onnx-fp32"
 INT8_BUNDLE = "yolo-onnx-int8"
 MODEL_FILE = "model.onnx"
@@ -66,42 +80,129 @@ def training_config(pt_path: str | Path) -> dict:
     return {}
 
 
+def recorded_preprocess(pt_path: str | Path) -> dict:
+    """What the model was trained on: the run record's preprocessing, else (a checkpoint
+    trained outside leukedge) the whole field at ``args.yaml``'s size."""
+    recorded = (find_run_config(pt_path) or {}).get("preprocess")
+    size = training_config(pt_path).get("imgsz", 224)
+    return recorded or Preprocess(input_mode="field", size=size).to_dict()
+
+
+#: Largest accepted |ONNX - PyTorch| probability difference in ``verify_onnx``.
+VERIFY_ATOL = 1e-4
+
+
+def verify_onnx(pt_path: str | Path, onnx_path: str | Path, n: int = 4, seed: int = 0) -> float:
+    """Max |ONNX Runtime - PyTorch| probability over ``n`` random inputs in [0, 1)."""
+    ensure_offline()
+    import onnxruntime as ort
+    import torch
+    from ultralytics import YOLO
+
+    net = YOLO(str(pt_path)).model.float().eval()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    x = np.random.default_rng(seed).random((n, *inp.shape[1:]), dtype=np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x))
+    ref = (ref[0] if isinstance(ref, (list, tuple)) else ref).numpy()
+    out = np.concatenate([sess.run(None, {inp.name: x[i : i + 1]})[0] for i in range(n)])
+    return float(np.abs(out - ref).max())
+
+
+def export_yolo_onnx(
+    pt_path: str | Path,
+    out_dir: str | Path,
+    *,
+    imgsz: int = 224,
+    opset: int = ONNX_OPSET,
+    verify: bool = True,
+) -> Path:
+    """Export a classification ``.pt`` to ``out_dir/<stem>.onnx`` (fp32, batch 1).
+
+    Simplified with onnxslim when installed. With ``verify``, raises
+    ``RuntimeError`` if ``verify_onnx`` exceeds ``VERIFY_ATOL``.
+    """
+    ensure_offline()
+    import onnx
+    from ultralytics import YOLO
+
+    pt_path = Path(pt_path).resolve()
+    if not pt_path.is_file():
+        raise MissingFileError(f"{pt_path} not found (nothing is downloaded)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dst = out_dir / f"{pt_path.stem}.onnx"
+
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:  # Ultralytics writes next to the .pt
+        pt_copy = Path(tmp) / pt_path.name
+        shutil.copyfile(pt_path, pt_copy)
+        model = YOLO(str(pt_copy))
+        if model.task != "classify":
+            raise ModelError(f"{pt_path}: task {model.task!r}, expected 'classify'")
+        names = [model.names[i] for i in range(len(model.names))]
+        exported = model.export(
+            format="onnx",
+            imgsz=imgsz,
+            opset=opset,
+            simplify=importlib.util.find_spec("onnxslim") is not None,
+            dynamic=False,
+            quantize=None,  # fp32
+            batch=1,
+            device="cpu",
+        )
+        shutil.move(exported, dst)
+
+    proto = onnx.load(str(dst))
+    set_metadata(
+        proto,
+        {
+            "names": json.dumps(names),
+            "leukedge.preprocess": json.dumps({**PREPROCESS, "imgsz": imgsz}),
+            "leukedge.output": "probabilities",
+        },
+    )
+    onnx.save(proto, str(dst))
+    if verify and (diff := verify_onnx(pt_path, dst)) > VERIFY_ATOL:
+        raise RuntimeError(f"{dst}: ONNX and PyTorch probabilities differ by {diff:.2e}")
+    return dst
+
+
 def _check_preprocess(spec: Preprocess) -> None:
     """Ultralytics classifiers take RGB / 255, channels first, no mean/std."""
     if spec.layout != "NCHW" or not (
         math.isclose(spec.scale, 1 / 255) and math.isclose(spec.offset, 0.0, abs_tol=1e-12)
     ):
-        raise ValueError(
+        raise ModelError(
             "YOLO classifiers take RGB / 255 channels first (layout NCHW, scale 1/255, offset 0); "
             f"preprocess has layout {spec.layout}, scale {spec.scale}, offset {spec.offset}"
         )
 
 
-def export_yolo_bundle(
+def export_yolo_bundles(
     pt_path: str | Path,
     out_dir: str | Path,
     *,
     split_csv: str | Path,
-    preprocess: Preprocess,
+    spec: Preprocess,
+    to: Sequence[str] = FORMATS,
     int8: bool = True,
     calib_n: int = 300,
-    per_channel: bool = False,
-    activation: str = "int8",
-    weight: str = "int8",
-    method: str = "minmax",
     eval_split: str = "val",
     uncertain_threshold: float = DEFAULT_UNCERTAIN_THRESHOLD,
     seed: int = 0,
+    onnx_int8: dict | None = None,
 ) -> dict[str, Path]:
     """Export a YOLO classification ``.pt`` to ONNX bundles; returns {"fp32": dir, "int8": dir}.
 
     pt_path : Ultralytics classification checkpoint (``weights/best.pt``).
     split_csv : the split the model was trained on; ``calib_n`` random train
         fields (seeded) calibrate INT8, the ``eval_split`` fields evaluate.
-    preprocess : what the model was trained on (input mode, size); layout
-        NCHW, scale 1/255, offset 0. ``preprocess.size`` is the ONNX input size.
+    spec : what the model was trained on (input mode, size); layout NCHW, scale
+        1/255, offset 0. ``spec.size`` is the ONNX input size.
+    to : formats; "onnx" only (TFLite export of YOLO models is not implemented).
     int8 : also write the INT8 bundle and ``fidelity.json``/``fidelity.md``.
-    per_channel, activation, weight, method : ``quantize_onnx`` settings.
+    onnx_int8 : ``quantize_onnx`` settings (per_channel, activation, weight, method).
 
     Each manifest's ``training`` holds Ultralytics' ``args.yaml`` and the
     ``leukedge_train.json`` run record (``leukedge.training.runs``) when found,
@@ -110,7 +211,12 @@ def export_yolo_bundle(
     (the INT8 ones removed when ``int8`` is False: they would describe another
     model).
     """
-    _check_preprocess(preprocess)
+    if unknown := sorted(set(to) - set(FORMATS)):
+        raise UsageError(
+            f"{unknown}: YOLO models export to ONNX only (TFLite export of YOLO models is not "
+            "implemented); export --to onnx, which the station runs as well"
+        )
+    _check_preprocess(spec)
     pt_path, split_csv, out_dir = Path(pt_path), Path(split_csv), Path(out_dir)
     evaluate, train = export_rows(split_csv, eval_split, int8)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,9 +228,9 @@ def export_yolo_bundle(
         }
         models = {k: folder / MODEL_FILE for k, folder in staged.items()}
         staged["fp32"].mkdir()
-        shutil.move(export_yolo_onnx(pt_path, tmp, imgsz=preprocess.size), models["fp32"])
+        shutil.move(export_yolo_onnx(pt_path, tmp, imgsz=spec.size), models["fp32"])
         classes = json.loads(onnx_metadata(models["fp32"])["names"])
-        x_eval = prepare_rows(evaluate, preprocess, f"Preparing {eval_split} fields")
+        x_eval = prepare_rows(evaluate, spec, f"Preparing {eval_split} fields")
         y_eval = class_indices(evaluate, classes)
         calib = sample_rows(train, calib_n, seed)
         quantization = {"fp32": None}
@@ -132,12 +238,9 @@ def export_yolo_bundle(
             quantization["int8"] = quantize_onnx_model(
                 models["fp32"],
                 models["int8"],
-                prepare_rows(calib, preprocess, "Preparing calibration fields"),
+                prepare_rows(calib, spec, "Preparing calibration fields"),
                 seed,
-                per_channel=per_channel,
-                activation=activation,
-                weight=weight,
-                method=method,
+                **(onnx_int8 or {}),
             )
         evaluation, report = evaluate_models(
             models["fp32"],
@@ -152,13 +255,13 @@ def export_yolo_bundle(
             pt_path,
             split_csv,
             classes,
-            preprocess,
+            spec,
             uncertain_threshold,
             calib,
             {"framework": "ultralytics", "args": training_config(pt_path)},
         )
         for precision, folder in staged.items():
-            model = model_entry(models[precision], preprocess, precision, quantization[precision])
+            model = model_entry(models[precision], spec, precision, quantization[precision])
             manifest = {"name": f"{run_name(pt_path)}-{folder.name}", **common, "model": model}
             write_manifest(folder, {**manifest, "evaluation": evaluation[precision]})
             add_self_test(folder)

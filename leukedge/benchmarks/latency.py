@@ -1,6 +1,6 @@
 """Classification latency: every model x format x precision x backend x thread count, and
 the PyTorch and Keras baselines, each configuration in a fresh process
-(``benchmarks.worker``), batch 1, one 224 px field.
+(``leukedge.benchmarks.worker``), batch 1, one 224 px field.
 
 Ratios compare configurations measured in the same run, at the same thread count:
 INT8 against fp32 (latency and file size) and every bundle against the baseline of

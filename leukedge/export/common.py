@@ -1,4 +1,4 @@
-"""Shared steps of the bundle exporters (``bundle_yolo``, ``keras_export``).
+"""Shared steps of the bundle exporters (``export.yolo``, ``export.keras``).
 
 Calibration (train split) and evaluation (val split) fields go through
 ``leukedge.edge.preprocess.prepare``, exactly as on the station. A model entry
@@ -23,14 +23,18 @@ from leukedge.edge.bundle import sha256_file
 from leukedge.edge.imageio import read_field
 from leukedge.edge.pipeline import ood_reference
 from leukedge.edge.preprocess import Preprocess, prepare
+from leukedge.errors import DataError
+from leukedge.evaluation.metrics import accuracy
 from leukedge.progress import progress_bar
-from leukedge.training.metrics import accuracy
 from leukedge.training.runs import find_run_config
 
 from .fidelity import fidelity, model_probs, to_markdown
 from .quantize_onnx import quantize_onnx
 
 DEFAULT_UNCERTAIN_THRESHOLD = 0.6
+
+#: Pinned ONNX opset (ONNX Runtime and tf2onnx both read it).
+ONNX_OPSET = 17
 
 
 def prepare_rows(rows: Sequence[Row], spec: Preprocess, description: str) -> np.ndarray:
@@ -44,9 +48,9 @@ def export_rows(split_csv: Path, eval_split: str, int8: bool) -> tuple[list[Row]
     evaluate = [r for r in rows if r.split == eval_split]
     train = [r for r in rows if r.split == "train"]
     if not evaluate:
-        raise ValueError(f"{split_csv}: no {eval_split} rows to evaluate the export on")
+        raise DataError(f"{split_csv}: no {eval_split} rows to evaluate the export on")
     if int8 and not train:
-        raise ValueError(f"{split_csv}: no train rows to calibrate INT8 on")
+        raise DataError(f"{split_csv}: no train rows to calibrate INT8 on")
     return evaluate, train
 
 
@@ -62,8 +66,18 @@ def class_indices(rows: Sequence[Row], classes: Sequence[str]) -> np.ndarray:
     """int64 (N,) output index of each row's label."""
     unknown = sorted({r.label for r in rows} - set(classes))
     if unknown:
-        raise ValueError(f"label(s) {unknown} of the split are not model classes {list(classes)}")
+        raise DataError(f"label(s) {unknown} of the split are not model classes {list(classes)}")
     return np.array([list(classes).index(r.label) for r in rows], np.int64)
+
+
+def set_metadata(model, items: dict[str, str]) -> None:
+    """Set (replace or add) string ``metadata_props`` of an ``onnx.ModelProto``."""
+    keep = [p for p in model.metadata_props if p.key not in items]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in items.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
 
 
 def onnx_metadata(onnx_path: str | Path) -> dict[str, str]:

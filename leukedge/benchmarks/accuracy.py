@@ -1,24 +1,23 @@
 """Accuracy and robustness of every trained bundle on the test split of a data folder.
 
-Each model goes through ``leukedge.training.report.evaluate`` (accuracy and macro-F1
+Each model goes through ``leukedge.evaluation.evaluate`` (accuracy and macro-F1
 with bootstrap 95% intervals, calibration error, the colour-shift suite, the shortcut
-audit) and ``write_report`` (``report.md``, ``report.json``, confusion, reliability
-and shift plots in ``<out>/<bundle name>/``). The test split comes from ``split_csv``
-when given, else from ``make_split`` (seed 0, default ratios) of the data folder.
+audit) and ``leukedge.evaluation.render.write_report`` (``report.md``, ``report.json``,
+confusion, reliability and shift plots in ``<out>/<bundle name>/``). The test split comes
+from ``split_csv`` when given, else from ``make_split`` (seed 0, default ratios) of the data
+folder.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from leukedge.data.layouts import find_dataset
-from leukedge.data.split import Row, make_split, read_split
-from leukedge.edge.classes import SCHEMES
-from leukedge.edge.model import load_model
-from leukedge.training.metrics import N_BOOTSTRAP
-from leukedge.training.report import evaluate, lookup, write_report
+from ..data.layouts import find_dataset
+from ..data.split import Row, make_split, read_split
+from ..edge.classes import SCHEMES
+from ..evaluation.evaluate import bundle_predictor, evaluate
+from ..evaluation.metrics import N_BOOTSTRAP
+from ..evaluation.render import lookup, write_report
 
 #: Test fields per class in a quick run.
 QUICK_PER_CLASS = 6
@@ -105,16 +104,10 @@ def run(
     matplotlib), write each model's ``write_report`` folder under ``out_dir``."""
     results = []
     for m in models:
-        model = load_model(m["bundle"], m["backend"])
-
-        def predict(fields, model=model):
-            preds = model.predict_batch(fields)
-            return np.array([[p.probabilities[c] for c in model.classes] for p in preds])
-
+        predictor = bundle_predictor(m["bundle"], m["backend"])
         result = evaluate(
-            predict,
-            items_for(rows, model.classes),
-            model.classes,
+            predictor,
+            items_for(rows, predictor.classes),
             n_bootstrap=200 if quick else N_BOOTSTRAP,
         )
         title = f"{m['name']} (benchmark)"

@@ -1,6 +1,6 @@
 """Segmentation quality and speed: the kmeans reference, the fast path and the robust mode.
 
-    python benchmarks/segmentation.py [--data DIR] [--quick] [--out DIR]
+    python -m leukedge.benchmarks.segmentation [--data DIR] [--quick] [--out DIR]
 
 Writes ``report.json`` and ``report.md`` (and ``segmentation.png`` when matplotlib is
 importable) to ``--out``. Timings use one OpenCV thread and run the modes side by side,
@@ -20,12 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from leukedge.edge.classes import CLASSES
-from leukedge.edge.imageio import read_field
-from leukedge.edge.segment import MODES, clean, otsu_threshold, segment
-from leukedge.edge.synth import synth_field
+from ..edge.classes import CLASSES
+from ..edge.imageio import read_field
+from ..edge.segment import MODES, clean, otsu_threshold, segment
+from ..edge.synth import synth_field
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/taleqani-all"
+#: The Taleqani fields beside a checkout of the repository (relative to the working folder).
+DEFAULT_DATA = Path("../shared/data/taleqani-all")
 FRAME = (1520, 2028)  # H, W of a Raspberry Pi HQ camera frame (2x2 binned)
 #: The authors' ``Segmented/`` masks are JPEGs: a pixel is "black" up to this channel value.
 AUTHORS_BLACK = 32

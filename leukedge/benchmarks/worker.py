@@ -7,7 +7,7 @@ torch forward, a direct Keras call), ``predict`` (field in, probabilities out th
 the usual API: ``Model.predict``, Ultralytics ``predict``, Keras ``model.predict``)
 and ``peak_rss_mb`` (the process's peak resident memory).
 
-    python -m benchmarks.worker '{"kind": "bundle", "path": DIR, "threads": 1, ...}'
+    python -m leukedge.benchmarks.worker '{"kind": "bundle", "path": DIR, "threads": 1, ...}'
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ def _peak_rss_mb() -> float:
 def _bundle(p: dict):
     import cv2
 
-    from leukedge.edge.imageio import read_field
-    from leukedge.edge.model import load_model
-    from leukedge.edge.preprocess import prepare
+    from ..edge.imageio import read_field
+    from ..edge.model import load_model
+    from ..edge.preprocess import prepare
 
     cv2.setNumThreads(p["threads"])
     model = load_model(p["path"], p["backend"], p["threads"])
@@ -51,15 +51,15 @@ def _bundle(p: dict):
 def _ultralytics(p: dict):
     import cv2
 
-    from leukedge.offline import ensure_offline
+    from ..offline import ensure_offline
 
     ensure_offline()
     import torch
     from ultralytics import YOLO
     from ultralytics.utils import torch_utils
 
-    from leukedge.edge.imageio import read_field
-    from leukedge.edge.preprocess import Preprocess, prepare
+    from ..edge.imageio import read_field
+    from ..edge.preprocess import Preprocess, prepare
 
     cv2.setNumThreads(p["threads"])
     torch_utils.NUM_THREADS = p["threads"]  # Ultralytics resets torch's threads to this
@@ -85,8 +85,8 @@ def _keras(p: dict):
     import keras
     import tensorflow as tf
 
-    from leukedge.edge.imageio import read_field
-    from leukedge.edge.preprocess import Preprocess, prepare
+    from ..edge.imageio import read_field
+    from ..edge.preprocess import Preprocess, prepare
 
     tf.config.threading.set_intra_op_parallelism_threads(p["threads"])
     tf.config.threading.set_inter_op_parallelism_threads(1)

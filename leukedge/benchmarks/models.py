@@ -1,5 +1,5 @@
 """The models a benchmark measures: shipped bundles, bundles given on the command line
-and architecture-only (untrained) models built on the fly by ``benchmarks.build``.
+and architecture-only (untrained) models built on the fly by ``leukedge.benchmarks.build``.
 
 Each model is a record (a dict): ``name``, ``arch`` (architecture), ``model`` (its
 display name), ``format``, ``precision``, ``backend``, ``bundle``, ``file``,
@@ -15,10 +15,9 @@ import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from leukedge.edge.backends import FORMAT_BACKEND, available_backends
-from leukedge.edge.bundle import MANIFEST, read_manifest
-from leukedge.edge.model import MODELS_DIR
-
+from ..edge.backends import FORMAT_BACKEND, available_backends
+from ..edge.bundle import MANIFEST, read_manifest
+from ..edge.model import MODELS_DIR
 from .spawn import SpawnError, run_module
 
 #: Builders: architecture -> (packages they need, seconds allowed).

@@ -4,7 +4,7 @@
 
 - ``keras-tflite-fp32/``, ``keras-tflite-int8/`` (``model.tflite``) and
   ``keras-onnx-fp32/``, ``keras-onnx-int8/`` (``model.onnx``), each with its
-  ``leukedge.json`` manifest (``leukedge.export.bundles``);
+  ``leukedge.json`` manifest (``leukedge.export.common``);
 - ``fidelity-tflite.{json,md}`` and ``fidelity-onnx.{json,md}``: INT8 against
   fp32 on the evaluation split.
 
@@ -30,10 +30,12 @@ from leukedge.edge.backends import open_backend
 from leukedge.edge.bundle import write_manifest
 from leukedge.edge.model import input_specs
 from leukedge.edge.preprocess import Preprocess
+from leukedge.errors import ModelError, UsageError
 from leukedge.training.runs import find_run_config
 
-from .bundles import (
+from .common import (
     DEFAULT_UNCERTAIN_THRESHOLD,
+    ONNX_OPSET,
     class_indices,
     common_manifest,
     evaluate_models,
@@ -43,9 +45,9 @@ from .bundles import (
     quantize_onnx_model,
     replace_outputs,
     sample_rows,
+    set_metadata,
 )
 from .fidelity import compare, model_probs
-from .onnx_yolo import ONNX_OPSET, set_metadata
 from .selftest import add_self_test
 from .tflite import convert_tflite, set_tflite_metadata
 
@@ -116,6 +118,16 @@ def _onnx_models(model, files: dict, calib: dict, meta: dict, seed: int, setting
     return quantization
 
 
+def recorded_preprocess(keras_path: str | Path) -> dict:
+    """What the model was trained on: the preprocessing of its run record."""
+    recorded = (find_run_config(keras_path) or {}).get("preprocess")
+    if recorded is None:
+        raise ModelError(
+            f"no run record with the preprocessing of {keras_path} (leukedge_train.json)"
+        )
+    return recorded
+
+
 def export_keras_bundles(
     keras_path: str | Path,
     out_dir: str | Path,
@@ -146,19 +158,19 @@ def export_keras_bundles(
 
     keras_path, split_csv, out_dir = Path(keras_path), Path(split_csv), Path(out_dir)
     if not to or set(to) - set(FORMATS):
-        raise ValueError(f"format(s) {list(to)}: choose from {', '.join(FORMATS)}")
+        raise UsageError(f"format(s) {list(to)}: choose from {', '.join(FORMATS)}")
     model = keras.models.load_model(keras_path, compile=False)
     names = [t.name for t in model.inputs]
     specs = input_specs(spec, names)
     if model.inputs[0].shape[1] != spec.size:
-        raise ValueError(f"{keras_path} takes {model.inputs[0].shape[1]} px, not {spec.size}")
+        raise ModelError(f"{keras_path} takes {model.inputs[0].shape[1]} px, not {spec.size}")
     if int8 and "onnx" in to and len(names) > 1:
-        raise ValueError("INT8 ONNX of a multi-input model is not supported: use tflite or no int8")
+        raise UsageError("INT8 ONNX of a multi-input model is not supported: use tflite or no int8")
     evaluate, train = export_rows(split_csv, eval_split, int8)
     record = find_run_config(keras_path) or {}
     classes = record.get("classes") or sorted({r.label for r in (*train, *evaluate)})
     if model.output_shape[-1] != len(classes):
-        raise ValueError(f"{keras_path}: {model.output_shape[-1]} outputs for classes {classes}")
+        raise ModelError(f"{keras_path}: {model.output_shape[-1]} outputs for classes {classes}")
 
     x_eval = [prepare_rows(evaluate, s, f"Preparing {eval_split} fields") for s in specs]
     y_eval = class_indices(evaluate, classes)

@@ -1,14 +1,10 @@
-"""Every benchmark in one run, on the machine it runs on.
+"""Every benchmark in one run, on the machine it runs on (``leukedge bench``).
 
-    python -m benchmarks.run_all [--quick] [--out DIR] [--data DIR] [--split-csv F]
-        [--on-device] [--threads 1,2,4] [--model BUNDLE ...] [--reference JSON]
-
-``leukedge bench`` runs this from a source checkout (``benchmarks/`` is not part of
-the installed package). Parts: segmentation (``benchmarks.segmentation``),
+Parts: segmentation (``segmentation``),
 classification latency with the PyTorch and Keras baselines (``latency``), end to end
 (``end_to_end``), accuracy and robustness of trained bundles (``accuracy``) and the
 machine facts (``machine``). Writes ``report.md``, ``report.json`` (its JSON Schema:
-``benchmarks/schema.json``), ``latency.png``, ``accuracy_size.png``, and the
+``leukedge/benchmarks/schema.json``), ``latency.png``, ``accuracy_size.png``, and the
 ``segmentation/`` and ``accuracy/<model>/`` reports to ``--out`` (default
 ``bench/<date>``), and prints the headline table. ``--quick`` (about a minute, for CI)
 runs one thread, a few fields and 64 px models: a smoke test, not figures to quote.
@@ -16,7 +12,6 @@ runs one thread, a few fields and 64 px models: a smoke test, not figures to quo
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import importlib.util
 import json
@@ -25,11 +20,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from leukedge.data.layouts import find_dataset
-from leukedge.data.split import make_split
-from leukedge.edge.imageio import write_field
-from leukedge.edge.synth import synth_field, write_synth_dataset
-
+from ..data.layouts import find_dataset
+from ..data.split import make_split
+from ..edge.imageio import write_field
+from ..edge.synth import synth_field, write_synth_dataset
+from ..errors import UsageError
 from . import accuracy, end_to_end, latency, plots, render, segmentation
 from .machine import machine_facts
 from .models import collect
@@ -168,36 +163,11 @@ def write(report: dict, out: Path) -> None:
 
 
 def parse_threads(text: str) -> list[int]:
-    threads = [int(t) for t in text.split(",") if t.strip()]
+    """Thread counts from "1,2,4"; ``UsageError`` unless they are positive integers."""
+    try:
+        threads = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        threads = []
     if not threads or min(threads) < 1:
-        raise ValueError(f"--threads {text!r}: give positive counts such as 1,2,4")
+        raise UsageError(f"--threads {text!r}: give positive counts such as 1,2,4")
     return threads
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke test: about a minute")
-    parser.add_argument("--out", type=Path, default=None, help="report folder [bench/<date>]")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Taleqani data folder")
-    parser.add_argument("--split-csv", type=Path, default=None, help="split.csv: its test rows")
-    parser.add_argument("--on-device", action="store_true", help="edge packages only")
-    parser.add_argument("--threads", type=parse_threads, default=None, help="e.g. 1,2,4")
-    parser.add_argument("--model", action="append", type=Path, default=[], help="a trained bundle")
-    parser.add_argument("--reference", type=Path, default=None, help="reference report.json")
-    args = parser.parse_args(argv)
-    report = run(
-        args.out or default_out(),
-        quick=args.quick,
-        data=args.data,
-        split_csv=args.split_csv,
-        on_device=args.on_device,
-        threads=args.threads,
-        models=args.model,
-        reference=args.reference,
-    )
-    print(render.headline(report))
-    return report
-
-
-if __name__ == "__main__":
-    main()

@@ -3,12 +3,12 @@
 Untrained weights run exactly as fast as trained ones, so these stand in where no
 bundle of an architecture is shipped, and give the PyTorch and Keras baselines
 (``.pt``, ``.keras``) a user would otherwise run. Both go through the project's own
-exporters: YOLO11n-cls through ``export_yolo_bundle`` (fp32 and INT8 ONNX), MobileNetV2
+exporters: YOLO11n-cls through ``export_yolo_bundles`` (fp32 and INT8 ONNX), MobileNetV2
 (``leukedge.training.keras_models.build_model``) through ``export_keras_bundles``
 (fp32 and full-integer INT8 TFLite, and ONNX when tf2onnx is installed). INT8 is
 calibrated on generated fields. The quick run builds a tiny CNN in MobileNetV2's place.
 
-    python -m benchmarks.build '{"arch": "yolo11n-cls", "out": DIR, "size": 224, ...}'
+    python -m leukedge.benchmarks.build '{"arch": "yolo11n-cls", "out": DIR, "size": 224, ...}'
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from leukedge.edge.classes import CLASSES
-from leukedge.edge.preprocess import Preprocess
-
+from ..edge.classes import CLASSES
+from ..edge.preprocess import Preprocess
 from .models import bundle_record
 from .spawn import child_main
 
@@ -29,7 +28,7 @@ NOTE = "untrained weights (architecture only): latency is that of a trained mode
 
 def untrained_yolo(arch: str, size: int, path: Path) -> Path:
     """Save an untrained Ultralytics classifier with one output per class of ``CLASSES``."""
-    from leukedge.offline import ensure_offline
+    from ..offline import ensure_offline
 
     ensure_offline()
     from ultralytics import YOLO
@@ -46,12 +45,12 @@ def untrained_yolo(arch: str, size: int, path: Path) -> Path:
 
 def build_yolo(p: dict) -> dict:
     """fp32 and INT8 ONNX bundles of an untrained YOLO11n-cls, and its ``.pt`` baseline."""
-    from leukedge.export.bundle_yolo import export_yolo_bundle
+    from ..export.yolo import export_yolo_bundles
 
     out, size = Path(p["out"]), int(p["size"])
     pt = untrained_yolo(p["arch"], size, out / f"{p['arch']}.pt")
-    bundles = export_yolo_bundle(
-        pt, out, split_csv=p["split_csv"], preprocess=Preprocess(size=size), calib_n=CALIB_N
+    bundles = export_yolo_bundles(
+        pt, out, split_csv=p["split_csv"], spec=Preprocess(size=size), calib_n=CALIB_N
     )
     name = "YOLO11n-cls"
     baseline = {
@@ -85,8 +84,8 @@ def tiny_cnn(size: int, n_classes: int):
 def build_keras(p: dict) -> dict:
     """fp32 and INT8 TFLite (and ONNX) bundles of an untrained MobileNetV2 (``quick``: of
     a tiny CNN, TFLite only), and its ``.keras`` baseline."""
-    from leukedge.export.keras_export import export_keras_bundles
-    from leukedge.training.keras_models import arch_scaling, build_model
+    from ..export.keras import export_keras_bundles
+    from ..training.keras_models import arch_scaling, build_model
 
     out, size, quick = Path(p["out"]), int(p["size"]), p["quick"]
     arch, name = ("tiny-cnn", "tiny CNN") if quick else (p["arch"], "MobileNetV2")

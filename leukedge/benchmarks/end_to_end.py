@@ -13,13 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from leukedge.edge.classes import CLASSES
-from leukedge.edge.imageio import decode_field
-from leukedge.edge.model import load_model
-from leukedge.edge.pipeline import FieldPipeline
-from leukedge.edge.sources.base import Frame
-from leukedge.edge.synth import synth_field
-
+from ..edge.classes import CLASSES
+from ..edge.imageio import decode_field
+from ..edge.model import load_model
+from ..edge.pipeline import FieldPipeline
+from ..edge.sources.base import Frame
+from ..edge.synth import synth_field
 from .segmentation import FRAME
 
 STAGES = ("decode", "segment", "preprocess", "infer")
