@@ -268,7 +268,7 @@ def check_manifest(manifest: object, where: str | Path) -> None:
 
     ood = c.object(m, "ood")
     if ood is not None:
-        for key, lo, hi in (("lab_mean", 0.0, 255.0), ("lab_std", 1e-6, 50.0)):
+        for key, lo, hi in (("lab_mean", 0.0, 255.0), ("lab_std", 0.0, 64.0)):
             v = ood.get(key)
             if not (isinstance(v, list) and len(v) == 3 and all(_number(x) for x in v)) or not all(
                 lo <= x <= hi for x in v
