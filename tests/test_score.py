@@ -204,3 +204,13 @@ def test_bad_input_is_one_line_and_exit_2(args, message, archive, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["score", *(a.format(archive=archive) for a in args)])
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_ray_and_pyarrow_load_only_when_used():
+    """Importing the CLI, the scale package or the edge core loads neither."""
+    probe = (
+        "import sys, leukedge.cli, leukedge.scale, leukedge.edge\n"
+        "print(sorted(m for m in ('ray', 'pyarrow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
