@@ -58,7 +58,10 @@ class HeaderError(ValueError):
 
 
 def _short(what: str) -> HeaderError:
-    return HeaderError(f"truncated {what} (the data ends early)", complete=False)
+    return HeaderError(
+        f"truncated {what}: the file ends early (still being written, or cut: save it again)",
+        complete=False,
+    )
 
 
 @dataclass(frozen=True)
