@@ -417,3 +417,33 @@ def test_top_level_end_marker_ends_the_slide_and_its_files_stay_with_it(tiny_bun
     (second,) = touched
     assert second != first and station.log.slide(second).state == "open"
     assert [Path(f["source_id"]).name for f in station.log.results(second)] == ["late.jpg"]
+
+
+def test_station_is_safe_from_several_threads(tiny_bundle, tmp_path):
+    """A web server's handlers capture and read while another capture runs."""
+    station = _station(tiny_bundle, tmp_path / "r")
+    station.open_slide("S-1")
+    frames, failures = _frames(12), []
+
+    def guarded(work):
+        try:
+            work()
+        except Exception as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    def capture(chunk):
+        return lambda: [station.process(f) for f in chunk]
+
+    def read():
+        for _ in range(20):
+            station.slide("S-1")
+
+    jobs = [capture(frames[0::2]), capture(frames[1::2]), capture(frames[:4]), read]
+    threads = [threading.Thread(target=guarded, args=(job,)) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert failures == []
+    record = station.slide("S-1")
+    assert record["tally"]["fields"] == len(record["fields"]) == 12  # the repeats once

@@ -120,7 +120,8 @@ class Station:
         self.slide_pattern = slide_pattern
         self.current: str | None = None  # the slide ``process`` uses by default
         self._tallies: dict[str, SlideTally] = {}  # open slides this station works on
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # slides, tallies and the log
+        self._infer_lock = threading.Lock()  # the pipeline
         self._default: str | None = None  # run(): the slide of frames without one
         self._fixed: str | None = None  # run(): that slide, when the caller named it
         self._source: Source | None = None
@@ -249,8 +250,12 @@ class Station:
                 self._open(slide)
             if self.log.has(slide, frame.source_id, frame.sha256):
                 return None
-            res = self.pipeline(frame)
+        with self._infer_lock:  # one field at a time (LiteRT is not thread-safe), and
+            res = self.pipeline(frame)  # reads of the slides go on meanwhile
             image = self._image_file(slide, frame)
+        with self._lock:
+            if slide not in self._tallies:
+                raise SlideError(f"slide {slide!r} ended while this field was classified")
             if res.error is None:
                 record = {"reasons": list(res.reasons), **res.log_record(), "frame": image}
                 field_id = self.log.log_result(slide, record)
