@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..imageio import IMAGE_SUFFIXES, FieldError, decode_field
+from ..imageio import IMAGE_SUFFIXES, FieldError, decode_field, read_image_bytes
 from .base import Frame, Source
 
 
@@ -25,12 +25,12 @@ def printable(path: str | Path) -> str:
 
 def read_file(path: Path, slide: str | None = None) -> Frame:
     """A frame with the file's bytes in ``data`` (not decoded yet), or ``error`` set
-    when the file cannot be read."""
+    when the file cannot be read or is too large to be a field (then left unread)."""
+    name = printable(path)
     try:
-        return Frame(printable(path), data=path.read_bytes(), path=path, slide=slide)
-    except OSError as exc:
-        error = FieldError(printable(path), f"cannot read file ({exc.strerror or exc})")
-        return Frame(printable(path), error=str(error), path=path, slide=slide)
+        return Frame(name, data=read_image_bytes(path), path=path, slide=slide)
+    except FieldError as exc:
+        return Frame(name, error=str(FieldError(name, exc.problem)), path=path, slide=slide)
 
 
 def decode_frame(frame: Frame) -> FieldError | None:
