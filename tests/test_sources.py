@@ -194,6 +194,7 @@ def test_picamera2_that_disappears_is_reopened_with_backoff_and_keeps_its_settin
 def test_edge_imports_stay_light():
     code = (
         "import sys, leukedge.edge.sources, leukedge.edge.results_log, leukedge.edge.config\n"
+        "import leukedge.edge.station\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'picamera2', 'torch', 'tensorflow', 'ultralytics', 'typer', 'rich'}))"
     )
