@@ -65,7 +65,8 @@ def print_slide(record: dict[str, Any], out=None) -> None:
         out.print(f"[bold]slide call:[/bold] {call['text']}")
         out.print(f"[italic]{call['notice']}[/italic]")
     else:
-        out.print(f"[bold]running slide call:[/bold] {tally['explanation']} (slide still open)")
+        when = "slide still open" if info["state"] == "open" else "ended before calls were stored"
+        out.print(f"[bold]running slide call:[/bold] {tally['explanation']} ({when})")
         out.print(f"[italic]{tally['notice']}[/italic]")
 
 
