@@ -22,7 +22,6 @@ from leukedge.cli import app
 from leukedge.edge.results_log import (
     _MIGRATIONS,
     SCHEMA_VERSION,
-    ResultsError,
     ResultsLog,
     SchemaError,
     SlideError,
