@@ -1,1 +1,4 @@
-"""Training: data layer, Ultralytics and Keras models (heavy imports happen inside functions)."""
+"""Training (above ``evaluation``): the model-family registry (``families``), YOLO and Keras
+training runs (``yolo``, ``keras_train``, ``keras_models``), stain/lamp jitter, run records
+(``runs``) and the seven-model study. Frameworks are imported inside the functions.
+"""
