@@ -138,7 +138,7 @@ def test_run_hot_folder_with_broken_files(tiny_bundle, tmp_path):
     good = _fields_folder(folder, 6)
     bad = _broken_files(folder)
     results = tmp_path / "results"
-    args = ["run", "--source", f"folder:{folder}", "--once", "--slide", "S1"]
+    args = ["run", "--source", f"folder:{folder}?decode_timeout=0.5", "--once", "--slide", "S1"]
     args += ["--model", str(tiny_bundle), "--results-dir", str(results), "--json-lines"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
