@@ -35,7 +35,7 @@ from .results_log import (
 from .slide import MAX_UNCERTAIN, MIN_AGREEMENT, MIN_FIELDS, REFER, SlideTally
 from .sources.base import Frame, Source
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Default ``slide_pattern``: a ``time.strftime`` pattern naming a new slide.
 SLIDE_PATTERN = "slide-%Y%m%d-%H%M%S"
@@ -63,8 +63,9 @@ def call_record(tally: SlideTally) -> dict[str, Any]:
     """The call stored with an ended slide: ``label`` (None: no call), ``text``,
     ``refer`` (refer to a haematologist), the rule's ``figures`` and ``notice``."""
     summary = tally.summary()
-    figures = {k: v for k, v in summary.items() if k not in ("slide", "call", "explanation")}
-    figures.pop("notice")
+    figures = {
+        k: v for k, v in summary.items() if k not in ("slide", "call", "explanation", "notice")
+    }
     figures["rule"] = {
         "max_uncertain": MAX_UNCERTAIN,
         "min_agreement": MIN_AGREEMENT,
@@ -178,7 +179,15 @@ class Station:
             self.current = slide_id
             return info
 
-    def _open(self, slide_id, operator=None, notes=None, *, reopen=False, **meta):
+    def _open(
+        self,
+        slide_id: str,
+        operator: str | None = None,
+        notes: str | None = None,
+        *,
+        reopen: bool = False,
+        **meta: Any,
+    ) -> SlideInfo:
         self._check_model(slide_id)
         info = self.log.start_slide(
             slide_id,
@@ -242,7 +251,7 @@ class Station:
         with self._lock:
             slide = slide_id or self.current
             if slide is None:
-                raise SlideError("no open slide: start one first (new slide)")
+                raise SlideError("no open slide: start a slide first")
             info = self.log.find_slide(slide)
             if info is not None and info.state == "ended":  # perhaps by another process
                 self._tallies.pop(slide, None)
@@ -284,7 +293,7 @@ class Station:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_field(path, frame.rgb)
         except (OSError, FieldError) as exc:
-            log.warning("%s: frame not saved (%s); the result is still logged", path, exc)
+            logger.warning("%s: frame not saved (%s); the result is still logged", path, exc)
             return None
         return str(path)
 
@@ -349,7 +358,7 @@ class Station:
                 try:
                     logged = self._route(frame, slide_id)
                 except SlideError as exc:
-                    log.warning("%s: not processed: %s", frame.source_id, exc)
+                    logger.warning("%s: not processed: %s", frame.source_id, exc)
                     continue
                 if logged is None:
                     continue
@@ -408,7 +417,7 @@ class Station:
                 return
             if frame.slide is None and frame.time < info.started:
                 return  # an end marker left from an earlier slide
-            log.info("slide %s ends: %s", slide, frame.ends_slide)
+            logger.info("slide %s ends: %s", slide, frame.ends_slide)
             call = self.end_slide(slide)
             if slide not in touched:
                 touched.append(slide)

@@ -15,7 +15,7 @@ from ..results_log import SlideError, validate_slide_id
 from .base import Frame, Source
 from .files import decode_frame, is_image_name, printable, read_file
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: (size in bytes, mtime in ns) of a file: a changed file is read again.
 Key = tuple[int, int]
@@ -92,7 +92,7 @@ class FolderSource(Source):
     def _report(self, path: bytes, problem: str) -> None:
         if path not in self._reported:
             self._reported.add(path)
-            log.warning("%s: %s", printable(path), problem)
+            logger.warning("%s: %s", printable(path), problem)
 
     def _entries(self, folder: bytes) -> Iterator[tuple[str, bytes, os.stat_result]]:
         """(name, path, stat) of the visible entries of ``folder``; ``OSError`` only
@@ -209,7 +209,7 @@ class FolderSource(Source):
                         busy.add(slide)
                     elif not inc.warned:
                         inc.warned = True
-                        log.warning(
+                        logger.warning(
                             "%s: still incomplete after %g s; waiting for its writer (it is "
                             "logged as an error when its slide ends)",
                             inc.frame.source_id,
@@ -230,7 +230,7 @@ class FolderSource(Source):
                 if self.stopping:
                     return
             for why, n in skipped.items():
-                log.warning("%s: skipped %d file(s): %s", printable(self.folder), n, why)
+                logger.warning("%s: skipped %d file(s): %s", printable(self.folder), n, why)
             present = {path for _, path, _, _ in files}
             self._pending = {p: v for p, v in self._pending.items() if p in present}
             self._incomplete = {p: v for p, v in self._incomplete.items() if p in present}
