@@ -15,8 +15,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,6 +275,13 @@ class Station:
             if field_id is not None:
                 self._tallies[slide].add(res.label, res.uncertain, res.error is not None)
             return LoggedField(slide, field_id, res)
+
+    @contextmanager
+    def model_in_use(self) -> Iterator[Model]:
+        """The model, held for a use outside ``process`` (e.g. an explanation): one user at
+        a time, like the fields (LiteRT is not thread-safe)."""
+        with self._infer_lock:
+            yield self.model
 
     def _image_file(self, slide: str, frame: Frame) -> str | None:
         """Where the field's image is kept: its source file, or a frame saved in
