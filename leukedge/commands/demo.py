@@ -28,34 +28,13 @@ def demo(
 
     Synthetic fields exercise the pipeline; predictions on them say nothing about accuracy.
     """
-    from ..edge.backends import FORMAT_BACKEND, available_backends
-    from ..edge.classes import CLASSES
-    from ..edge.config import ConfigError, check_threads
-    from ..edge.model import MODELS_DIR
-    from ..edge.sources import Frame
-    from ..edge.synth import synth_field
-
-    _check(fields, seed, size)
-    try:
-        check_threads(threads, "--threads")
-    except ConfigError as exc:
-        fail(str(exc))
-    truth = [CLASSES[i % len(CLASSES)] for i in range(fields)]
-    drawn = [synth_field(t, size=(size, size), seed=seed * 1000 + i) for i, t in enumerate(truth)]
-    frames = [
-        Frame(f"synthetic:{t}#{i}", rgb=rgb) for i, (t, (rgb, _)) in enumerate(zip(truth, drawn))
-    ]
-    installed = set(available_backends())
-    bundles = sorted(p.parent for p in MODELS_DIR.glob("*/leukedge.json"))
-    runnable = [b for b in bundles if FORMAT_BACKEND[_model_suffix(b)] in installed]
-    for b in sorted(set(bundles) - set(runnable)):
-        err_console.print(f"[yellow]skipped[/yellow] {b.name}: its backend is not installed")
-
+    _check(fields, seed, size, threads)
+    truth, masks, frames = _synthetic_slide(fields, seed, size)
     table = Table(title=f"synthetic slide: {fields} fields of {size}x{size} px")
     for name in ("field", "truth", "cells (found/true)"):
         table.add_column(name, justify="right" if name.startswith("cells") else "left")
     segs, t_seg = _segment_all(frames)
-    true_cells = [cv2.connectedComponents(m.astype(np.uint8))[0] - 1 for _, m in drawn]
+    true_cells = [cv2.connectedComponents(m.astype(np.uint8))[0] - 1 for m in masks]
     rows = [
         [f.source_id, t, f"{len(s.cells)}/{c}"]
         for f, t, s, c in zip(frames, truth, segs, true_cells)
@@ -65,7 +44,7 @@ def demo(
         latency.add_column(name, justify="right" if name not in ("model", "backend") else "left")
     latency.add_row("(segmentation only)", "-", f"{t_seg:.2f}", "-", "-", f"{t_seg:.2f}")
     calls = []
-    for bundle in runnable:
+    for bundle in _runnable_bundles():
         name, backend, cells, med, call = _run_model(bundle, frames, threads)
         table.add_column(f"{name} ({backend})")
         for row, cell in zip(rows, cells):
@@ -77,7 +56,7 @@ def demo(
         table.add_row(*row)
     console.print(table)
     console.print(latency)
-    if not runnable:
+    if not calls:
         console.print("No model bundle is shipped in this installation yet: the demo ran "
                       "segmentation only.")  # fmt: skip
     for line in calls:
@@ -86,6 +65,33 @@ def demo(
         "Synthetic fields: predictions show the pipeline works, not how accurate it is. "
         "Decision support for research use only; not a diagnosis."
     )
+
+
+def _synthetic_slide(fields: int, seed: int, size: int):
+    """(true class per field, bool (H, W) true blast mask per field, the frames)."""
+    from ..edge.classes import CLASSES
+    from ..edge.sources import Frame
+    from ..edge.synth import synth_field
+
+    truth = [CLASSES[i % len(CLASSES)] for i in range(fields)]
+    drawn = [synth_field(t, size=(size, size), seed=seed * 1000 + i) for i, t in enumerate(truth)]
+    frames = [
+        Frame(f"synthetic:{t}#{i}", rgb=rgb) for i, (t, (rgb, _)) in enumerate(zip(truth, drawn))
+    ]
+    return truth, [m for _, m in drawn], frames
+
+
+def _runnable_bundles() -> list:
+    """The shipped bundles whose backend is installed (the others are reported)."""
+    from ..edge.backends import FORMAT_BACKEND, available_backends
+    from ..edge.model import MODELS_DIR
+
+    installed = set(available_backends())
+    bundles = sorted(p.parent for p in MODELS_DIR.glob("*/leukedge.json"))
+    runnable = [b for b in bundles if FORMAT_BACKEND[_model_suffix(b)] in installed]
+    for b in sorted(set(bundles) - set(runnable)):
+        err_console.print(f"[yellow]skipped[/yellow] {b.name}: its backend is not installed")
+    return runnable
 
 
 def _run_model(bundle, frames, threads: int):
@@ -111,8 +117,10 @@ def _run_model(bundle, frames, threads: int):
     return station.model.name, station.model.backend.name, cells, med, call
 
 
-def _check(fields: int, seed: int, size: int) -> None:
+def _check(fields: int, seed: int, size: int, threads: int) -> None:
     """One-line errors (exit 2) for options that cannot make a slide or would not fit."""
+    from ..edge.config import ConfigError, check_threads
+
     if fields < 1:
         fail(f"--fields must be at least 1, got {fields}")
     if seed < 0:
@@ -124,6 +132,10 @@ def _check(fields: int, seed: int, size: int) -> None:
             f"--fields {fields} of --size {size} make {fields * size * size:,} pixels; keep "
             f"fields x size x size under {MAX_PIXELS:,} (a Raspberry Pi has 2-8 GB)"
         )
+    try:
+        check_threads(threads, "--threads")
+    except ConfigError as exc:
+        fail(str(exc))
 
 
 def _model_suffix(bundle) -> str:
