@@ -148,7 +148,8 @@ def compare(ref: dict, got: dict) -> list[float]:
 def cost(names: list[str], repeats: int, threads: int | None) -> list[str]:
     """Markdown rows: median ms of ``load_model(self_test=False)``, of the self-test run right
     after it (the first inferences of a fresh session, as at a station's start) and of a
-    second run (warm: the first inferences' one-off setup excluded)."""
+    second run (warm: the first inferences' one-off setup excluded), and the CPU time of the
+    first (with one thread, about its wall time on an idle core)."""
     import time
 
     from leukedge.edge.selftest import run_self_test
@@ -156,19 +157,22 @@ def cost(names: list[str], repeats: int, threads: int | None) -> list[str]:
     lines = [
         f"Cost at start, median of {repeats} fresh loads (threads: {threads or 'default'}):",
         "",
-        "| bundle | load, verify + open (ms) | self-test at start (ms) | warm (ms) | inputs |",
-        "|---|---|---|---|---|",
+        "| bundle | load, verify + open (ms) | self-test at start (ms) | warm (ms) "
+        "| CPU time at start (ms) | inputs |",
+        "|---|---|---|---|---|---|",
     ]
     for name in names:
-        load, check, warm = [], [], []
+        load, check, warm, cpu = [], [], [], []
         for _ in range(repeats):
             t0 = time.perf_counter()
             model = load_model(name, threads=threads, self_test=False)
             load.append((time.perf_counter() - t0) * 1e3)
+            c0 = time.process_time()
             check.append(run_self_test(model).ms)
+            cpu.append((time.process_time() - c0) * 1e3)
             warm.append(run_self_test(model).ms)
         row = f"| {model.bundle.name} | {np.median(load):.0f} | {np.median(check):.1f} |"
-        row += f" {np.median(warm):.1f} |"
+        row += f" {np.median(warm):.1f} | {np.median(cpu):.0f} |"
         lines.append(f"{row} {model.manifest['self_test']['n']} |")
     return [*lines, ""]
 
