@@ -75,6 +75,9 @@ class StationConfig:
     save_frames : also keep each frame as an image next to the results.
     trusted_key : an Ed25519 public key (PEM); when set, only bundles signed with its
         private key load (``leukedge bundle sign``). "" accepts unsigned bundles.
+    token : the web page's access token (``leukedge serve``), required on every request
+        when set and needed to listen on an address other than 127.0.0.1 ("": none; the
+        service gives it as ``$LEUKEDGE_TOKEN`` from a root-only file instead).
 
     ``~`` is expanded; relative ``model`` folders (a value with a ``/``, or naming a folder
     beside the config), ``results_dir`` and ``trusted_key`` are taken from the config
@@ -91,6 +94,7 @@ class StationConfig:
     uncertain_threshold: float = 0.6
     save_frames: bool = False
     trusted_key: str = ""
+    token: str = ""
 
     def new_slide_id(self, when: float | None = None) -> str:
         """The ``slide_id`` pattern filled in for ``when`` (default now, local time)."""
