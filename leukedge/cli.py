@@ -24,6 +24,7 @@ from .commands import (
     run,
     score,
     segment,
+    serve,
     study,
     train,
 )
@@ -44,6 +45,7 @@ app.command("export")(export.export)
 app.add_typer(results.app, name="results")
 app.add_typer(bundle.app, name="bundle")
 app.command("run")(run.run)
+app.command("serve")(serve.serve)
 app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)
 app.command("segment")(segment.segment)
