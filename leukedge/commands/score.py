@@ -10,7 +10,6 @@ from pathlib import Path
 import typer
 
 from ..console import console, err_console
-from . import fail
 
 #: Slides listed on the terminal; all of them are in OUT/slides.json.
 SHOWN_SLIDES = 30
@@ -116,7 +115,6 @@ def score(
 ) -> None:
     """Score every field of an archive with the station's own pipeline: one row per field
     in OUT/parts, and each slide's call by the station's rule in OUT/slides.json."""
-    from ..edge.bundle import BundleError
     from ..scale import score_archive
 
     display, update = _progress()
@@ -126,8 +124,6 @@ def score(
             report = score_archive(
                 src, out, model, engine.value, workers, batch_size, address, fmt.value, update
             )
-    except (FileNotFoundError, ValueError, BundleError, RuntimeError, ConnectionError) as exc:
-        fail(str(exc))
     except KeyboardInterrupt:
         err_console.print(f"interrupted; the same command resumes into {out}")
         raise typer.Exit(130) from None

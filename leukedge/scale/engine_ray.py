@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from ..errors import StepFailed, UsageError
 from .rows import Task, score_tasks
 from .worker import load_pipeline
 
@@ -55,6 +57,21 @@ class _Scorer:
         return pa.Table.from_pylist(records, schema)
 
 
+def _check_reachable(address: str) -> None:
+    """``UsageError`` unless something listens at a ``HOST:PORT`` address (Ray itself
+    would retry for minutes); other forms (``auto``, ``ray://...``) are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UsageError(
+            f"--address {address}: no Ray cluster answers there ({exc}); start one with "
+            "'ray start --head' and give the address it prints"
+        ) from exc
+
+
 def start_ray(address: str | None, workers: int | None) -> bool:
     """Connect to the cluster at ``address``, else start a local Ray with ``workers``
     CPUs (default: this machine's), offline: no dashboard, no usage statistics.
@@ -64,14 +81,19 @@ def start_ray(address: str | None, workers: int | None) -> bool:
 
     if ray.is_initialized():
         return False
+    if address:
+        _check_reachable(address)
     local = {} if address else {"num_cpus": workers or os.cpu_count()}
-    ray.init(
-        address=address,
-        include_dashboard=False,
-        logging_level=logging.ERROR,
-        log_to_driver=False,
-        **local,
-    )
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            **local,
+        )
+    except ConnectionError as exc:
+        raise UsageError(f"--address {address}: cannot join the Ray cluster ({exc})") from exc
     return True
 
 
@@ -84,9 +106,12 @@ def run_batches(
     address: str | None = None,
 ) -> Iterator[list[dict]]:
     """Score ``batches`` with Ray Data: ``workers`` actors (default: one per CPU of the
-    cluster); yields each batch's records (``score_tasks``) as it finishes."""
+    cluster); yields each batch's records (``score_tasks``) as it finishes. A failure of
+    the actors (e.g. a bundle that fails verification on a node) is ``StepFailed`` with
+    the actor's own last error line."""
     import ray
     import ray.data
+    from ray.exceptions import RayError
 
     started = start_ray(address, workers)
     try:
@@ -108,6 +133,9 @@ def run_batches(
         )
         for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
             yield table.to_pylist()
+    except RayError as exc:
+        cause = [line for line in str(exc).splitlines() if line.strip()][-1]
+        raise StepFailed(f"the Ray engine failed: {cause}") from None
     finally:
         if started:
             ray.shutdown()

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..data.layouts import find_dataset
 from ..edge.imageio import IMAGE_SUFFIXES
 from ..edge.sources.files import is_image_name
+from ..errors import DataError, MissingFileError
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def _list_file(path: Path) -> list[Path]:
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable list of paths ({exc})") from exc
+        raise DataError(f"{path}: not a readable list of paths ({exc})") from exc
     entries = [line.strip() for line in lines]
     return [path.parent / e for e in entries if e and not e.startswith("#")]
 
@@ -78,8 +79,8 @@ def field_refs(paths: Sequence[str | Path], base: str | Path | None = None) -> l
 def list_fields(src: str | Path) -> list[FieldRef]:
     """The fields SRC names (see the module doc), each once.
 
-    Raises ``FileNotFoundError`` for a SRC that does not exist and ``ValueError`` for
-    one that names no field; a listed file that cannot be read is a field all the same
+    Raises ``MissingFileError`` for a SRC that does not exist and ``DataError`` for one
+    that names no field; a listed file that cannot be read is a field all the same
     (it becomes an error row).
     """
     text = str(src)
@@ -94,9 +95,9 @@ def list_fields(src: str | Path) -> list[FieldRef]:
         paths = [path] if path.suffix.lower() in IMAGE_SUFFIXES else _list_file(path)
         base = None
     else:
-        raise FileNotFoundError(f"{src}: no such folder, list file or image")
+        raise MissingFileError(f"{src}: no such folder, list file or image")
     if not paths:
-        raise ValueError(
+        raise DataError(
             f"{src}: no image files ({', '.join(IMAGE_SUFFIXES)}); give a folder of fields, "
             "a list file with one path a line, or a glob such as 'scans/**/*.jpg'"
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..edge.model import Model, load_model
 from ..edge.slide import SlideTally
+from ..errors import UsageError
 from .listing import field_refs, list_fields
 from .rows import Task, decode
 from .store import ResultStore
@@ -41,13 +42,13 @@ class ScoreReport:
 
 
 def check_options(engine: str, workers: int | None, batch_size: int, address: str | None):
-    """Raise ``ValueError`` for an unknown engine, a count below 1 or a misplaced address."""
+    """``UsageError`` for an unknown engine, a count below 1 or a misplaced address."""
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise UsageError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if batch_size < 1 or (workers is not None and workers < 1):
-        raise ValueError("--batch-size and --workers must be at least 1")
+        raise UsageError("--batch-size and --workers must be at least 1")
     if address and engine != "ray":
-        raise ValueError("--address joins a Ray cluster: use it with --engine ray")
+        raise UsageError("--address joins a Ray cluster: use it with --engine ray")
 
 
 def run_engine(
@@ -71,7 +72,7 @@ def run_engine(
     try:
         from .engine_ray import run_batches
     except ImportError as exc:
-        raise RuntimeError(
+        raise UsageError(
             f"--engine ray needs Ray Data ({exc}): pip install 'leukedge[scale]'"
         ) from exc
     return run_batches(*args, address=address)
@@ -106,8 +107,8 @@ def score_archive(
     """Score every field of ``src`` (``list_fields``) into ``out``.
 
     Resumable: a field whose file content was already scored into ``out`` by this model
-    is skipped. Raises ``FileNotFoundError``/``ValueError`` for a bad SRC or option and
-    ``BundleError`` for a bundle that fails verification (here or on a worker).
+    is skipped. Raises a ``LeukedgeError`` for a bad SRC, option or bundle, and
+    ``StepFailed`` when the Ray workers fail.
     """
     check_options(engine, workers, batch_size, address)
     refs = list_fields(src)

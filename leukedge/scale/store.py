@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import UsageError
 from .rows import COLUMNS, decode
 
 FORMATS = ("parquet", "csv")
@@ -32,7 +33,7 @@ def _pyarrow():
         import pyarrow
         import pyarrow.parquet  # noqa: F401 (the submodule the callers use)
     except ImportError as exc:
-        raise RuntimeError(
+        raise UsageError(
             "Parquet needs pyarrow: pip install 'leukedge[scale]' (or use --format csv)"
         ) from exc
     return pyarrow
@@ -75,14 +76,14 @@ class ResultStore:
 
     def __init__(self, out: str | Path, fmt: str = "parquet"):
         if fmt not in FORMATS:
-            raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+            raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
         self.out = Path(out)
         self.parts = self.out / PARTS
         self.fmt = fmt
         if fmt == "parquet":
             _pyarrow()
         if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"{self.out}: exists and is not a folder; give a folder for --out")
+            raise UsageError(f"{self.out}: exists and is not a folder; give a folder for --out")
         self.parts.mkdir(parents=True, exist_ok=True)
         self.run = f"{time.time_ns():020d}"
         self._n = 0
