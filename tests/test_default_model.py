@@ -27,7 +27,7 @@ def test_shipped_bundle_loads_verified_with_its_card(name):
     model = load_model(name)
     manifest = read_manifest(MODELS_DIR / name)
     assert model.classes == CLASSES
-    assert set(manifest["files"]) == {model_file, "MODEL_CARD.md"}  # the card is verified too
+    assert set(manifest["files"]) == {model_file, "MODEL_CARD.md", "selftest.npz"}  # all verified
     assert manifest["model"]["format"] == fmt and manifest["model"]["precision"] == "int8"
     assert (MODELS_DIR / name / model_file).stat().st_size < 4_000_000
     fidelity = manifest["evaluation"]["fidelity"]

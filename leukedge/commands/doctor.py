@@ -7,8 +7,8 @@ import time
 import typer
 from rich.table import Table
 
-from ..console import console, err_console
-from . import fail
+from ..console import console
+from . import print_error
 
 
 def doctor(
@@ -22,58 +22,71 @@ def doctor(
     features and the model file and backend chosen. Exits 1 when the check fails."""
     from ..edge.bundle import BundleError
     from ..edge.model import load_model, resolve_bundle
-    from ..edge.selftest import (
-        backend_version,
-        cpu_info,
-        failure_message,
-        run_self_test,
-        runtime_versions,
-    )
+    from ..edge.selftest import SelfTestError, failure_message, run_self_test
 
-    try:
-        bundle = resolve_bundle(model)
-    except BundleError as exc:
-        fail(str(exc))
-    cpu = cpu_info()
+    bundle = resolve_bundle(model)
     table = Table.grid(padding=(0, 2))
-    table.add_row("machine", f"{cpu['machine']}, {cpu['cpu']}")
-    table.add_row("CPU features", " ".join(cpu["features"]) or "unknown")
-    table.add_row("runtimes", ", ".join(f"{k} {v}" for k, v in runtime_versions().items()))
-    table.add_row("bundle", str(bundle))
+    for row in (*_machine_rows(), ("bundle", str(bundle))):
+        table.add_row(*row)
     failed = None
     t0 = time.perf_counter()
     try:
         net = load_model(bundle, backend, threads, self_test=False)
-        t1 = time.perf_counter()
+        load_ms = (time.perf_counter() - t0) * 1e3
         result = run_self_test(net)
     except BundleError as exc:
-        failed = str(exc)
+        failed = exc
     else:
-        table.add_row("model", f"{net.name}, every SHA-256 verified")
-        table.add_row(
+        for row in _model_rows(net, threads, load_ms, result):
+            table.add_row(*row)
+        if result is not None and not result.passed:
+            failed = SelfTestError(failure_message(net, result))
+    console.print(table)
+    if failed is not None:
+        print_error(failed)
+        raise typer.Exit(1)
+
+
+def _machine_rows() -> list[tuple[str, str]]:
+    from ..edge.selftest import cpu_info, runtime_versions
+
+    cpu = cpu_info()
+    return [
+        ("machine", f"{cpu['machine']}, {cpu['cpu']}"),
+        ("CPU features", " ".join(cpu["features"]) or "unknown"),
+        ("runtimes", ", ".join(f"{k} {v}" for k, v in runtime_versions().items())),
+    ]
+
+
+def _model_rows(net, threads: int | None, load_ms: float, result) -> list[tuple[str, str]]:
+    """The model, its route (file, runtime, threads), the reference, the check, timings."""
+    from ..edge.selftest import backend_version
+
+    rows = [
+        ("model", f"{net.name}, every SHA-256 verified"),
+        (
             "route",
             f"{net.manifest['model']['file']} on {backend_version(net.backend.name)} "
             f"({net.backend.name} backend), threads {threads or 'default'}",
-        )
-        timing = f"load {(t1 - t0) * 1e3:.0f} ms (verify + open)"
-        if result is None:
-            table.add_row("self-test", "none in this bundle: the arithmetic is unchecked; "
-                          f"add one: leukedge bundle add-self-test {bundle}")  # fmt: skip
-        else:
-            reference = net.manifest["self_test"].get("reference", {})
-            runtime = ", ".join(f"{k} {v}" for k, v in reference.get("runtime", {}).items())
-            table.add_row(
-                "reference",
-                f"{reference.get('machine', '?')}, {reference.get('cpu', '?')}, "
-                f"{reference.get('backend', '?')}; {runtime}",
+        ),
+    ]
+    timing = f"load {load_ms:.0f} ms (verify + open)"
+    if result is None:
+        rows.append(
+            (
+                "self-test",
+                "none in this bundle: the arithmetic is unchecked; add one: "
+                f"leukedge bundle add-self-test {net.bundle}",
             )
-            timing += f", self-test {result.ms:.1f} ms ({result.n} inputs)"
-            verdict = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
-            table.add_row("self-test", f"{verdict}: {result.summary()}")
-            if not result.passed:
-                failed = failure_message(net, result)
-        table.add_row("timings", timing)
-    console.print(table)
-    if failed:
-        err_console.print(f"[red]error:[/red] {failed}")
-        raise typer.Exit(1)
+        )
+        return [*rows, ("timings", timing)]
+    reference = net.manifest["self_test"].get("reference", {})
+    runtime = ", ".join(f"{k} {v}" for k, v in reference.get("runtime", {}).items())
+    made = ", ".join(str(reference.get(k, "?")) for k in ("machine", "cpu", "backend"))
+    verdict = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
+    return [
+        *rows,
+        ("reference", f"{made}; {runtime}"),
+        ("self-test", f"{verdict}: {result.summary()}"),
+        ("timings", f"{timing}, self-test {result.ms:.1f} ms ({result.n} inputs)"),
+    ]
