@@ -79,7 +79,8 @@ def run_engine(
 
 
 def slide_summary(rows: Sequence[dict], model: Model) -> dict:
-    """Per-slide tallies and calls (``SlideTally``) of decoded rows, slides sorted by id."""
+    """Per-slide tallies and calls (``SlideTally``) of rows (records or decoded rows),
+    slides sorted by id."""
     tallies: dict[str, SlideTally] = {}
     for row in sorted(rows, key=lambda r: r["path"]):
         tally = tallies.setdefault(row["slide"], SlideTally(row["slide"]))
@@ -114,7 +115,8 @@ def score_archive(
     refs = list_fields(src)
     net = load_model(model)
     store = ResultStore(out, fmt)
-    done = {p: r["sha256"] for p, r in store.records(net.sha256).items() if r["sha256"]}
+    stored = store.records(net.sha256, ["sha256"])
+    done = {p: r["sha256"] for p, r in stored.items() if r["sha256"]}
     tasks = [Task(r.path, r.slide, done.get(r.path)) for r in refs]
     scored = skipped = errors = 0
     if progress is not None:
@@ -129,7 +131,8 @@ def score_archive(
             progress(scored + skipped, len(tasks))
     seconds = time.perf_counter() - t0
     listed = {r.path for r in refs}
-    rows = [r for r in store.rows(net.sha256) if r["path"] in listed]
+    stored = store.records(net.sha256, ["slide", "label", "uncertain", "error"])
+    rows = [r for p, r in stored.items() if p in listed]
     summary = {"source": str(src), **slide_summary(rows, net)}
     store.write_slides(summary)
     return ScoreReport(store.out, summary, scored, skipped, errors, seconds)

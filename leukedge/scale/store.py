@@ -17,7 +17,7 @@ import csv
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import UsageError
@@ -118,18 +118,22 @@ class ResultStore:
             if p.suffix.lstrip(".") in FORMATS and not p.name.startswith(".")
         )
 
-    def _read_part(self, path: Path) -> Iterator[dict]:
+    def _read_part(self, path: Path, columns: list[str]) -> Iterator[dict]:
         if path.suffix == ".csv":
             with open(path, newline="") as f:
-                yield from (_from_csv(row) for row in csv.DictReader(f))
+                for row in csv.DictReader(f):
+                    rec = _from_csv(row)
+                    yield {k: rec[k] for k in columns}
         else:
-            yield from _pyarrow().parquet.read_table(path).to_pylist()
+            yield from _pyarrow().parquet.read_table(path, columns=columns).to_pylist()
 
-    def records(self, model_sha256: str) -> dict[str, dict]:
-        """Path -> the last record stored for it by the model with this SHA-256."""
+    def records(self, model_sha256: str, columns: Sequence[str] = tuple(COLUMNS)) -> dict:
+        """Path -> the last record stored for it by the model with this SHA-256 (only
+        ``columns`` of it, to keep a large OUT's index small)."""
+        wanted = list(dict.fromkeys(["path", "model_sha256", *columns]))
         latest: dict[str, dict] = {}
         for part in self.part_files():
-            for rec in self._read_part(part):
+            for rec in self._read_part(part, wanted):
                 if rec["model_sha256"] == model_sha256:
                     latest[rec["path"]] = rec
         return latest
