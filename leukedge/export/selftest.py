@@ -29,6 +29,7 @@ from leukedge.edge.selftest import (
     reference_machine,
 )
 from leukedge.edge.synth import synth_field
+from leukedge.errors import UsageError
 
 #: Largest absolute difference allowed per output, about twice what correct runtimes
 #: differ by on the shipped INT8 bundles' known answers (``benchmarks/selftest_tolerance.py``):
@@ -108,16 +109,19 @@ def known_answer_set(model, n_fields: int = N_FIELDS) -> tuple[list[str], dict[s
 
 def add_self_test(
     bundle: str | Path,
-    tolerance: float = PROBABILITY_TOLERANCE,
+    tolerance: float | None = None,
     n_fields: int = N_FIELDS,
     backend: str = "auto",
 ) -> dict:
     """Write ``selftest.npz`` into a bundle folder (replacing one there), add its ``self_test``
     section to the manifest and rewrite the SHA-256s; returns the section.
 
-    ``tolerance`` bounds the probabilities; the features' bound is ``FEATURES_RELATIVE``
-    times their largest absolute reference value.
+    ``tolerance`` bounds the probabilities (default ``PROBABILITY_TOLERANCE``); the
+    features' bound is ``FEATURES_RELATIVE`` times their largest absolute reference value.
     """
+    tolerance = PROBABILITY_TOLERANCE if tolerance is None else tolerance
+    if not 0 < tolerance < 1:
+        raise UsageError(f"tolerance {tolerance}: a difference of probabilities, in (0, 1)")
     model = load_model(bundle, backend=backend, self_test=False)
     cases, arrays = known_answer_set(model, n_fields)
     (model.bundle / SELF_TEST_FILE).write_bytes(_npz_bytes(arrays))
