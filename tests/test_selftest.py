@@ -98,6 +98,28 @@ def test_a_runtime_within_the_tolerance_passes(tested_bundle, monkeypatch):
     assert result.passed and 0 < result.max_abs_diff["probabilities"] <= PROBABILITY_TOLERANCE
 
 
+def test_features_are_checked_too(tiny_bundle, monkeypatch):
+    from leukedge.export.features import add_feature_output, model_outputs
+
+    model_file = tiny_bundle / "model.onnx"
+    add_feature_output(model_file)
+    manifest = read_manifest(tiny_bundle)
+    manifest["model"]["outputs"] = model_outputs(model_file)
+    write_manifest(tiny_bundle, manifest)
+    section = add_self_test(tiny_bundle)
+    assert set(section["tolerance"]) == {"probabilities", "features"}
+    assert run_self_test(load_model(tiny_bundle)).passed
+    clean = OnnxRuntimeBackend.outputs
+    shift = 2 * section["tolerance"]["features"]
+
+    def shifted(self, x):
+        return {k: v + shift if k == "features" else v for k, v in clean(self, x).items()}
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "outputs", shifted)
+    with pytest.raises(SelfTestError, match=r"features max \|diff\|"):
+        load_model(tiny_bundle)
+
+
 def test_nan_outputs_fail():
     diff, tolerance = {"probabilities": float("nan")}, {"probabilities": 0.1}
     assert not SelfTestResult(6, diff, tolerance, labels_agree=6, ms=1.0).passed
