@@ -172,8 +172,8 @@ def backend_version(backend: str) -> str:
 def reference_machine(backend: str) -> dict:
     """The ``reference`` entry for outputs computed here on ``backend``."""
     cpu = cpu_info()
-    return {"machine": cpu["machine"], "cpu": cpu["cpu"], "backend": backend,
-            "runtime": runtime_versions()}  # fmt: skip
+    machine = {"machine": cpu["machine"], "cpu": cpu["cpu"]}
+    return {**machine, "backend": backend, "runtime": runtime_versions()}
 
 
 def model_outputs(model, views: list[np.ndarray]) -> dict[str, np.ndarray]:
