@@ -35,6 +35,10 @@ class MissingFileError(LeukedgeError, FileNotFoundError):
     """A file or folder named by the user that does not exist."""
 
 
+class MissingExtraError(LeukedgeError, ImportError):
+    """A package this operation needs is not installed; the message names the extra."""
+
+
 class StepFailed(LeukedgeError, RuntimeError):
     """A step run as its own process (e.g. one training run of a study) failed; the message
     names its log."""

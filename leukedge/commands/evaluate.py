@@ -84,9 +84,10 @@ def evaluate(
     specificity, calibration, colour shifts and the shortcut audit, with 95% bootstrap CIs."""
     from ..evaluation.evaluate import evaluate as run_evaluation
     from ..evaluation.evaluate import labelled_items, record_in_bundle
-    from ..evaluation.render import write_report
+    from ..evaluation.render import check_plots, write_report
     from ..training.families import load_predictor, trained_model
 
+    check_plots()
     if record and trained_model(model) is not None:
         fail(f"{model}: --record writes into a bundle's manifest; this is a training run")
     predictor = load_predictor(model, backend, threads)

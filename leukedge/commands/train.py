@@ -26,9 +26,10 @@ CLASSES = typer.Option("4", "--classes", help="Class scheme when splitting --dat
 def train_and_report(family: str, split_csv: Path, out: Path, threads: int | None, **recipe):
     """Train a run of ``family`` (``leukedge.training.families``), evaluate it on its val
     and test splits (``out/report-<split>/``) and print the headline figures."""
-    from ..evaluation.render import report_splits
+    from ..evaluation.render import check_plots, report_splits
     from ..training.families import FAMILIES
 
+    check_plots()  # before training, not after
     family = FAMILIES[family]
     best = family.train(split_csv, out, threads=threads, **recipe)
     err_console.print(f"best model: {best}")

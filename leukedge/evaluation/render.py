@@ -8,12 +8,14 @@ writes a report for each (the end of every training run). The plots need matplot
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 from ..data.split import read_split
+from ..errors import MissingExtraError
 from .evaluate import Predictor, evaluate, worst_shift
 
 
@@ -136,11 +138,21 @@ def to_markdown(result: dict, title: str, reference: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_plots() -> None:
+    """Raise ``MissingExtraError`` unless matplotlib (the ``eval`` extra) is installed: call
+    it before a long evaluation whose report is wanted."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise MissingExtraError(
+            "the report's plots need matplotlib: pip install 'leukedge[eval]' (or [train])"
+        )
+
+
 def write_report(
     result: dict, out_dir: str | Path, title: str, reference: dict | None = None
 ) -> Path:
     """Write ``report.json`` (``result`` plus title and reference), ``report.md`` and
     ``confusion.png``, ``reliability.png``, ``shifts.png`` to ``out_dir``; returns it."""
+    check_plots()
     from matplotlib.figure import Figure
 
     from .plots import plot_confusion, plot_reliability, plot_shifts
