@@ -88,6 +88,7 @@ INSTALL_OF = {
     "leukedge.benchmarks.build": ("train", "export"),
     "leukedge.benchmarks.worker": ("edge", "train"),
     "leukedge.scale": ("edge", "scale"),
+    "leukedge.station": ("edge", "station"),
 }
 #: Imports no extra provides: the Pi camera (Raspberry Pi OS: apt install python3-picamera2)
 #: and tflite-runtime, an alternative to ai-edge-litert the LiteRT backend falls back to.

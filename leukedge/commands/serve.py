@@ -32,8 +32,8 @@ def serve(
         "--token",
         envvar="LEUKEDGE_TOKEN",
         show_envvar=True,
-        help="Access token required on every request (16+ characters) [default: the "
-        "config's token]. Open the page once as http://HOST:PORT/?token=TOKEN.",
+        help="Access token required on every request (16+ characters; default: the "
+        "config's token). Open the page once as http://HOST:PORT/?token=TOKEN.",
     ),
 ) -> None:
     """Serve the station's page: live view, new slide, capture, explanations, end, report.
@@ -41,7 +41,7 @@ def serve(
     from ..edge.config import ConfigError
     from ..edge.results_log import ResultsError
     from ..station.security import ServeError
-    from ..station.server import bind, build_app, run
+    from ..station.server import bind, build_app, camera_opener, run
     from .run import _settings
 
     if not 1 <= port <= 65535:
@@ -49,14 +49,15 @@ def serve(
     try:
         cfg = _settings(config, source=source, model=model,
                         results_dir=str(results_dir) if results_dir else None)  # fmt: skip
-        sock = bind(host, port)
-        app, station = build_app(cfg, host=host, token=token or cfg.token or None,
-                                 config_threshold=bool(config))  # fmt: skip
+        token = token or cfg.token or None
+        opener = camera_opener(cfg)
+        sock = bind(host, port, token)
+        app, station = build_app(cfg, opener, token=token, config_threshold=bool(config))
     except (ConfigError, ResultsError, ServeError, ValueError) as exc:
         fail(f"refused: {exc}")
     shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
     shown = f"[{shown}]" if ":" in shown else shown
-    login = "?token=TOKEN" if token or cfg.token else ""
+    login = "?token=TOKEN" if token else ""
     err_console.print(f"model {station.model.name} on {station.model.backend.name}, "
                       f"camera {cfg.source}, results {station.log.path}")  # fmt: skip
     err_console.print(f"open http://{shown}:{port}/{login} (Ctrl-C stops)")
