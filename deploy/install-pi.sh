@@ -7,6 +7,8 @@
 #                                                   its dependencies from PyPI
 #   sudo deploy/install-pi.sh --wheel FILE          online, with this leukedge wheel
 #   sudo deploy/install-pi.sh --offline WHEELHOUSE  no network: every wheel from make-wheelhouse.sh
+#   sudo deploy/install-pi.sh --web [...]           run the web page (leukedge-serve) as the
+#                                                   service instead of leukedge-station
 #   deploy/install-pi.sh --dry-run [...]            print every command, change nothing
 set -euo pipefail
 
@@ -20,18 +22,21 @@ readonly VENV="$PREFIX/venv"
 readonly STATE_DIR=/var/lib/leukedge
 readonly CONF_DIR=/etc/leukedge
 readonly UNIT=leukedge-station.service
+readonly WEB_UNIT=leukedge-serve.service
 readonly ACCOUNT=leukedge
 # Accounts in this group (the microscope software's) may save fields into the hot folder.
 readonly SCANNERS=leukedge-scanners
 readonly INCOMING="$STATE_DIR/incoming"
-readonly EXTRAS="[edge,sign]"
+readonly EXTRAS="[edge,sign,station]"
 readonly APT_PACKAGES=(python3-picamera2 python3-venv)
 
 WHEELHOUSE=""
 WHEEL=""
+WEB=0
 while (($#)); do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
+    --web) WEB=1 ;;
     --offline)
       (($# >= 2)) || die "--offline needs the wheelhouse folder"
       [[ -d $2 ]] || die "wheelhouse $2 is not a folder"
@@ -45,7 +50,7 @@ while (($#)); do
       shift
       ;;
     -h | --help)
-      sed -n '2,11s/^# \{0,1\}//p' "$0"
+      sed -n '2,13s/^# \{0,1\}//p' "$0"
       exit 0
       ;;
     *) die "unknown argument $1 (see --help)" ;;
@@ -137,13 +142,36 @@ if [[ -e $CONF_DIR/station.toml ]]; then
 else
   run install -m 0644 "$HERE/station.toml" "$CONF_DIR/station.toml"
 fi
+# The web page's token: made once, root-only; systemd gives it to leukedge-serve.
+if [[ -e $CONF_DIR/serve.env ]]; then
+  note "keeping the existing $CONF_DIR/serve.env"
+elif ((DRY_RUN)); then
+  echo "+ write LEUKEDGE_TOKEN=(24 random characters) to $CONF_DIR/serve.env, mode 0600"
+else
+  (
+    umask 077
+    printf 'LEUKEDGE_TOKEN=%s\n' "$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')" \
+      >"$CONF_DIR/serve.env"
+  )
+fi
 run install -m 0644 "$HERE/$UNIT" "/etc/systemd/system/$UNIT"
+run install -m 0644 "$HERE/$WEB_UNIT" "/etc/systemd/system/$WEB_UNIT"
 run systemctl daemon-reload
-run systemctl enable "$UNIT"
+if ((WEB)); then
+  run systemctl disable "$UNIT"
+  run systemctl enable "$WEB_UNIT"
+else
+  run systemctl enable "$UNIT"
+fi
 
 if ((DRY_RUN)); then
   note "dry run: nothing was changed"
 fi
 note "next: set the model and source in $CONF_DIR/station.toml, then:"
 note "  sudo usermod --append --groups $SCANNERS SCANNER_ACCOUNT   # lets it save into $INCOMING"
-note "  sudo systemctl start ${UNIT%.service}; systemctl status ${UNIT%.service}"
+if ((WEB)); then
+  note "  sudo systemctl start ${WEB_UNIT%.service}; then open http://$(hostname).local:8080/?token=TOKEN"
+  note "  (TOKEN: sudo cat $CONF_DIR/serve.env)"
+else
+  note "  sudo systemctl start ${UNIT%.service}; systemctl status ${UNIT%.service}"
+fi

@@ -38,6 +38,6 @@ else
 fi
 run "$PY" -m pip download --dest "$OUT" --only-binary=:all: "${platforms[@]}" \
   --python-version 311 --implementation cp --abi cp311 \
-  -c "$HERE/pi-constraints.txt" "${wheel}[edge,sign]"
+  -c "$HERE/pi-constraints.txt" "${wheel}[edge,sign,station]"
 run cp "$HERE/pi-constraints.txt" "$OUT/"
 note "wheelhouse ready: $OUT"

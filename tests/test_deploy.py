@@ -23,6 +23,7 @@ SCRIPTS = ["install-pi.sh", "make-wheelhouse.sh", "common.sh"]
 MUTATING = ["apt-get", "useradd", "usermod", "groupadd", "setfacl", "install", "python3", "pip"]
 MUTATING += ["ln", "systemctl", "cp", "mkdir", "rm"]
 UNIT = DEPLOY / "leukedge-station.service"
+WEB_UNIT = DEPLOY / "leukedge-serve.service"
 
 
 def _shellcheck() -> str | None:
@@ -79,7 +80,7 @@ def test_install_dry_run_prints_every_step_and_changes_nothing(dry):
     wheels = "/opt/leukedge/wheels"
     assert f"/opt/leukedge/venv/bin/pip wheel --no-deps --wheel-dir {wheels} {project}" in cmds
     pip = _pip_install(cmds)
-    assert pip.endswith(f" {wheels}/leukedge-VERSION-py3-none-any.whl[edge,sign]")
+    assert pip.endswith(f" {wheels}/leukedge-VERSION-py3-none-any.whl[edge,sign,station]")
     assert "--no-index" not in pip and "pi-constraints.txt" in pip
     assert any(c.startswith("useradd --system") and c.endswith(" leukedge") for c in cmds)
     assert any("--groups video,leukedge-scanners" in c for c in cmds)
@@ -101,7 +102,7 @@ def test_install_offline_dry_run_uses_only_the_wheelhouse(dry, tmp_path):
     assert not any(c.startswith("apt-get") for c in cmds)
     pip = _pip_install(cmds)
     assert f"--no-index --find-links {wheels}" in pip
-    assert pip.endswith(f" {wheels}/leukedge-VERSION-py3-none-any.whl[edge,sign]")
+    assert pip.endswith(f" {wheels}/leukedge-VERSION-py3-none-any.whl[edge,sign,station]")
     assert not any(" wheel " in c for c in cmds)  # nothing built offline
     bad = dry("install-pi.sh", "--dry-run", "--offline", str(tmp_path / "nope"), ok=False)
     assert "not a folder" in bad.stderr
@@ -112,10 +113,19 @@ def test_install_with_a_given_wheel_uses_that_file(dry, tmp_path):
     wheel = tmp_path / "leukedge-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"")
     cmds = _commands(dry("install-pi.sh", "--dry-run", "--wheel", str(wheel)))
-    assert _pip_install(cmds).endswith(f" {wheel}[edge,sign]")
+    assert _pip_install(cmds).endswith(f" {wheel}[edge,sign,station]")
     assert not any(" wheel " in c for c in cmds)
     bad = dry("install-pi.sh", "--dry-run", "--wheel", "leukedge", ok=False)
     assert "not a .whl file" in bad.stderr
+
+
+def test_install_web_dry_run_runs_the_page_as_the_service(dry):
+    cmds = _commands(dry("install-pi.sh", "--dry-run", "--web"))
+    assert any("LEUKEDGE_TOKEN" in c and "/etc/leukedge/serve.env, mode 0600" in c for c in cmds)
+    unit = "/etc/systemd/system/leukedge-serve.service"
+    assert f"install -m 0644 {DEPLOY / 'leukedge-serve.service'} {unit}" in cmds
+    assert cmds[-3:] == ["systemctl daemon-reload", "systemctl disable leukedge-station.service",
+                         "systemctl enable leukedge-serve.service"]  # fmt: skip
 
 
 def test_wheelhouse_dry_run_targets_the_pi(dry, tmp_path):
@@ -124,7 +134,7 @@ def test_wheelhouse_dry_run_targets_the_pi(dry, tmp_path):
     flags = ["--platform manylinux2014_aarch64", "--platform manylinux_2_36_aarch64"]
     flags += ["--only-binary=:all:", "--python-version 311", "--abi cp311", "pi-constraints"]
     assert all(flag in download for flag in flags), download
-    assert download.endswith("[edge,sign]")
+    assert download.endswith("[edge,sign,station]")
     assert any(" -m pip wheel --no-deps" in c for c in cmds)
 
 
@@ -174,6 +184,55 @@ def test_unit_scores_ok_in_systemd_analyze_security():
     if score is None:
         pytest.skip(f"this systemd-analyze cannot review a unit file offline: {out.stderr[-200:]}")
     assert float(score[1]) <= 3.0, out.stdout
+
+
+def test_serve_unit_mirrors_the_station_unit_but_listens():
+    """leukedge-serve: the station's sandbox, except that it listens on the page's port,
+    reachable from loopback and private networks only; the token from a root-only file."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str
+    parser.read(WEB_UNIT)
+    service, station = parser["Service"], _unit(UNIT)
+    assert service["ExecStart"] == (
+        "/opt/leukedge/venv/bin/leukedge serve --config /etc/leukedge/station.toml "
+        "--host 0.0.0.0 --port 8080"
+    )
+    assert service["EnvironmentFile"] == "-/etc/leukedge/serve.env"
+    assert "PrivateNetwork" not in service
+    assert service["RestrictAddressFamilies"].split() == ["AF_INET", "AF_INET6", "AF_UNIX"]
+    assert service["SocketBindAllow"] == "tcp:8080" and service["SocketBindDeny"] == "any"
+    assert service["IPAddressDeny"] == "any" and "localhost" in service["IPAddressAllow"]
+    assert parser["Unit"]["Conflicts"] == "leukedge-station.service"
+    network = {"PrivateNetwork", "IPAddressDeny", "IPAddressAllow", "RestrictAddressFamilies",
+               "SocketBindAllow", "SocketBindDeny", "SupplementaryGroups", "ExecStart",
+               "EnvironmentFile"}  # fmt: skip
+    for key, value in station.items():
+        if key not in network:
+            assert service.get(key) == value, key
+    devices = [x for x in WEB_UNIT.read_text().splitlines() if x.startswith("DeviceAllow=")]
+    assert devices == [x for x in UNIT.read_text().splitlines() if x.startswith("DeviceAllow=")]
+
+
+def _unit(path: Path) -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str
+    parser.read(path)
+    return parser["Service"]
+
+
+def test_serve_unit_scores_ok_in_systemd_analyze_security():
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed")
+    out = subprocess.run(
+        [analyze, "security", "--offline=yes", "--threshold=30", str(WEB_UNIT)],
+        capture_output=True,
+        text=True,
+    )
+    score = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout)
+    if score is None:
+        pytest.skip(f"this systemd-analyze cannot review a unit file offline: {out.stderr[-200:]}")
+    assert float(score[1]) <= 2.0, out.stdout
 
 
 def test_station_toml_loads_and_its_source_options_are_valid():

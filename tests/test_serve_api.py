@@ -191,6 +191,7 @@ def test_token_is_checked_on_every_request(model, tmp_path):
         assert login.status_code == 303 and login.headers["location"] == "/?x=1"
         cookie = login.headers["set-cookie"]
         assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+        assert "max-age=2592000" in cookie.lower()  # 30 days
         assert client.get("/api/status").status_code == 200  # the cookie now
         off = client.get(f"http://station.local//evil.example/?token={TOKEN}",
                          follow_redirects=False)  # fmt: skip

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -93,11 +94,13 @@ class StationWeb:
         self.station, self.camera = station, camera
         self.images = FieldImages(station)
         self.viewers = 0
+        self.closing = threading.Event()  # set on a stop: live views end, the server stops
         self.auto_note: str | None = None  # why the last auto-captured field was not taken
         self._auto = ThreadPoolExecutor(1, thread_name_prefix="leukedge-auto")
         camera.on_auto = lambda frame: self._auto.submit(self._auto_field, frame)
 
     def close(self) -> None:
+        self.closing.set()
         self.camera.stop()
         self._auto.shutdown(wait=True, cancel_futures=True)
 
@@ -150,7 +153,7 @@ class StationWeb:
         self.viewers += 1
         try:
             last = None
-            while not self.camera.stopped:
+            while not (self.closing.is_set() or self.camera.stopped):
                 jpeg = await run_in_threadpool(self.camera.view_jpeg)
                 if jpeg is not None and jpeg is not last:
                     head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"

@@ -5,8 +5,9 @@
   rebinds its own name to 127.0.0.1 (DNS rebinding) gets nothing.
 - Bound to any other address, a token is required (``check_bind``). Every request, the
   live stream and static files included, must carry it: ``Authorization: Bearer T``, an
-  ``X-Leukedge-Token`` header, or the cookie set by opening any page with ``?token=T``
-  (which then redirects to the same page without it). Tokens are compared in constant time.
+  ``X-Leukedge-Token`` header, or the cookie (``COOKIE_DAYS``, HttpOnly, SameSite=Strict)
+  set by opening any page with ``?token=T``, which then redirects to it without the
+  token. Tokens are compared in constant time.
 - State-changing requests are POST only (the routes allow nothing else) and must be
   ``application/json`` (which an HTML form on another site cannot send without a CORS
   preflight, never granted here) and, when the browser says where they come from
@@ -29,6 +30,8 @@ from ..errors import LeukedgeError
 
 TOKEN_COOKIE = "leukedge_token"
 TOKEN_HEADER = "x-leukedge-token"
+#: How long a browser keeps the token after a ``?token=`` login (a tablet in the lab).
+COOKIE_DAYS = 30
 #: The shortest token accepted: 16 characters (``secrets.token_urlsafe(16)`` gives 22).
 MIN_TOKEN = 16
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -194,5 +197,6 @@ class Guard:
         rest = urlencode([(k, v) for k, v in query if k != "token"])
         path = "/" + scope["path"].lstrip("/")  # never "//host": a redirect off the station
         response = RedirectResponse(path + (f"?{rest}" if rest else ""), 303)
-        response.set_cookie(TOKEN_COOKIE, self.token, httponly=True, samesite="strict")
+        response.set_cookie(TOKEN_COOKIE, self.token, max_age=COOKIE_DAYS * 86400,
+                            httponly=True, samesite="strict")  # fmt: skip
         return response

@@ -59,6 +59,8 @@ async function refreshStatus() {
     badge.textContent = `camera: ${cam.error}`;
     badge.className = "badge bad";
   }
+  $("live-note").textContent = cam.ok ? "" : `No picture from the camera: ${cam.error}`;
+  $("live-note").hidden = cam.ok;
   $("auto").checked = cam.trigger && cam.trigger.mode === "auto";
   if (status.auto_note) $("capture-state").textContent = status.auto_note;
   if (!$("slide-id").value && status.new_slide) $("slide-id").value = status.new_slide;
@@ -239,6 +241,7 @@ async function capture() {
       throw err;
     }
     await refreshSlide();
+    await refreshSlides();
   });
 }
 
@@ -282,4 +285,5 @@ window.addEventListener("load", () => {
   refreshSlides();
   setInterval(refreshStatus, 2000);
   setInterval(() => { if (current !== null) refreshSlide(); }, 4000);
+  setInterval(refreshSlides, 15000);
 });
