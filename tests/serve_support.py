@@ -18,6 +18,7 @@ from leukedge.edge.model import Model  # noqa: E402
 from leukedge.edge.results_log import ResultsLog  # noqa: E402
 from leukedge.edge.sources import Frame, Source, SyntheticSource  # noqa: E402
 from leukedge.edge.station import Station  # noqa: E402
+from leukedge.edge.synth import synth_field  # noqa: E402
 from leukedge.station.app import create_app  # noqa: E402
 from leukedge.station.camera import LiveCamera  # noqa: E402
 from leukedge.station.server import bind, make_server  # noqa: E402
@@ -35,6 +36,20 @@ class GoneCamera(Source):
 
     def _generate(self) -> Iterator[Frame]:
         yield Frame("picamera2:0#0", error=self.MESSAGE)
+
+
+class StillCamera(Source):
+    """A stage held still on one sharp synthetic field: the same frame, again and again."""
+
+    def __init__(self, size=(64, 64)) -> None:
+        super().__init__()
+        self.rgb = synth_field("Pro", size=size[::-1], seed=7)[0]
+
+    def _generate(self) -> Iterator[Frame]:
+        n = 0
+        while not self.stopping:
+            yield Frame(f"still:0#{n}", rgb=self.rgb)
+            n += 1
 
 
 def gone_until(back: threading.Event, size=(64, 64)) -> Callable[[], Source]:

@@ -8,7 +8,14 @@ import threading
 
 import httpx
 import pytest
-from serve_support import GoneCamera, gone_until, live_server, make_app, wait_for
+from serve_support import (
+    GoneCamera,
+    StillCamera,
+    gone_until,
+    live_server,
+    make_app,
+    wait_for,
+)
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -162,6 +169,20 @@ def test_camera_gone_is_a_clear_error_and_the_server_keeps_running(model, tmp_pa
         back.set()  # plugged in again: reopened, captures work
         wait_for(lambda: camera.status.ok, what="the camera back")
         assert _post(client, "/api/capture").status_code == 201
+
+
+def test_auto_capture_takes_one_field_per_still_view(model, tmp_path):
+    app, station, camera = make_app(model, tmp_path / "results", opener=StillCamera)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        assert _post(client, "/api/slides", {"slide": "S-AUTO"}).status_code == 201
+        assert _post(client, "/api/capture-mode", {"mode": "auto"}).status_code == 200
+        fields = lambda: client.get("/api/slides/S-AUTO").json()["fields"]  # noqa: E731
+        wait_for(fields, what="an auto-captured field")
+        frames = camera.status.frames
+        wait_for(lambda: camera.status.frames > frames + 20, what="more still frames")
+        (field,) = fields()  # held still: taken once
+        assert field["source_id"].startswith("still:0#") and field["label"]
+        assert client.get("/api/status").json()["camera"]["trigger"]["captures"] == 1
 
 
 def test_token_rule():
