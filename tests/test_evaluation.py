@@ -162,8 +162,10 @@ def test_macro_f1_skips_classes_absent_everywhere():
     y = np.array([0, 1, 0, 1])
     assert metrics.macro_f1(y, _one_hot(y, 4)) == 1.0
     s = metrics.summarize(y, _one_hot(y, 4), ["a", "b", "c", "d"], n_bootstrap=50)
-    absent = {"support": 0, "sensitivity": None, "specificity": 1.0, "precision": None}
-    assert s["per_class"]["c"] == {**absent, "f1": None}
+    c = s["per_class"]["c"]
+    assert c["support"] == 0 and c["sensitivity"] is None and c["sensitivity_ci"] is None
+    assert (c["specificity"], c["specificity_k"], c["specificity_n"]) == (1.0, 4, 4)
+    assert c["precision"] is None and c["f1"] is None
     json.dumps(s, allow_nan=False)
 
 
@@ -186,12 +188,27 @@ def test_bootstrap_ci_contains_estimate_and_shrinks_with_n():
         pred = np.where(rng.random(n) < 0.8, y, (y + 1) % 4)
         probs = _one_hot(pred, 4, 0.7)
         ci = metrics.bootstrap_ci(y, probs, seed=1)
-        for key, value in (("accuracy", metrics.accuracy), ("macro_f1", metrics.macro_f1)):
+        for key, value in (
+            ("macro_f1", metrics.macro_f1),
+            ("ece", metrics.expected_calibration_error),
+        ):
             lo, hi = ci[key]
             assert lo <= value(y, probs) <= hi
-        widths.append(ci["accuracy"][1] - ci["accuracy"][0])
+        widths.append(ci["macro_f1"][1] - ci["macro_f1"][0])
         assert ci == metrics.bootstrap_ci(y, probs, seed=1)  # seeded
     assert widths[1] < widths[0] / 3
+
+
+def test_no_interval_has_zero_width_for_a_perfect_score():
+    """Every field right: the bootstrap has no spread, yet no reported interval is 0 wide."""
+    y = np.repeat(np.arange(4), 35)[:138]
+    s = metrics.summarize(y, _one_hot(y, 4, 1.0), list("abcd"), n_bootstrap=200)
+    assert s["correct"] == 138 and s["accuracy"] == 1.0
+    assert s["accuracy_ci"][0] == pytest.approx(0.9736, abs=1e-4) and s["accuracy_ci"][1] == 1.0
+    assert s["macro_f1_ci"] == s["accuracy_ci"]
+    assert s["ece_ci"][1] > s["ece_ci"][0]
+    for m in s["per_class"].values():
+        assert m["sensitivity_ci"][0] < 1.0 and m["specificity_ci"][0] < 1.0
 
 
 # --- evaluate and write_report --------------------------------------------------------
@@ -225,7 +242,8 @@ def test_evaluate_and_write_report(synth_items, tmp_path):
     assert result["n"] == len(items)
     assert result["skipped"] == [{"path": str(bad), "problem": "not a readable image"}]
     assert result["clean"]["accuracy"] == 1.0 and result["clean"]["macro_f1"] == 1.0
-    assert result["clean"]["accuracy_ci"] == [1.0, 1.0]
+    assert result["clean"]["correct"] == 12 and result["clean"]["accuracy_ci"][1] == 1.0
+    assert result["clean"]["accuracy_ci"][0] == pytest.approx(0.7354, abs=1e-4)  # 12/12, exact
     assert result["clean"]["ece"] == pytest.approx(0.03)
     assert list(result["shifts"]) == list(SHIFTS)
     for m in result["shifts"].values():  # the oracle does not know shifted fields: all Benign
@@ -285,7 +303,8 @@ def test_eval_cli_on_tiny_bundle(tiny_bundle, synth_items, tmp_path):
     assert {p["path"]: p["predicted"] for p in report["predictions"]} == predicted
     accuracy = np.mean([predicted[str(p)] == label for p, label in items])
     assert report["clean"]["accuracy"] == pytest.approx(accuracy)
-    assert "accuracy" in res.output and "hue+8" in res.output
+    clean = report["clean"]
+    assert f"{clean['correct']}/{len(items)} (" in res.output and "hue+8" in res.output
 
 
 def test_eval_record_keeps_the_figures_in_the_bundle(tiny_bundle, synth_items, tmp_path):

@@ -1,8 +1,8 @@
 """Accuracy and robustness of every trained bundle on the test split of a data folder.
 
-Each model goes through ``leukedge.evaluation.evaluate`` (accuracy and macro-F1
-with bootstrap 95% intervals, calibration error, the colour-shift suite, the shortcut
-audit) and ``leukedge.evaluation.render.write_report`` (``report.md``, ``report.json``,
+Each model goes through ``leukedge.evaluation.evaluate`` (accuracy with its exact
+interval, macro-F1 with a bootstrap one, calibration error, the colour-shift suite, the
+shortcut audit) and ``leukedge.evaluation.render.write_report`` (``report.md``, ``report.json``,
 confusion, reliability and shift plots in ``<out>/<bundle name>/``). The test split comes
 from ``split_csv`` when given, else from ``make_split`` (seed 0, default ratios) of the data
 folder.
@@ -63,6 +63,7 @@ def summary(result: dict, model: dict, out_dir: Path | None) -> dict:
         "format": model["format"],
         "size_bytes": model["size_bytes"],
         "n": result["n"],
+        "correct": clean["correct"],
         "accuracy": clean["accuracy"],
         "accuracy_ci": clean["accuracy_ci"],
         "macro_f1": clean["macro_f1"],

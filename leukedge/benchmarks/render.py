@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..evaluation.stats import fraction
 from . import segmentation
 
 MB = 1e6
@@ -202,7 +203,7 @@ def accuracy_section(acc: dict) -> list[str]:
             m["precision"],
             f"{m['size_bytes'] / MB:.2f}",
             str(m["n"]),
-            f"{m['accuracy']:.3f} ({m['accuracy_ci'][0]:.3f}–{m['accuracy_ci'][1]:.3f})",
+            fraction({"k": m["correct"], "n": m["n"], "ci": m["accuracy_ci"]}),
             _f(m["macro_f1"], ".3f"),
             _f(m["ece"], ".3f"),
             f"{m['worst_shift']} ({m['shifts'][m['worst_shift']]['accuracy']:.3f})"
@@ -236,7 +237,7 @@ def accuracy_section(acc: dict) -> list[str]:
                 "precision",
                 "size MB",
                 "n",
-                "accuracy (95% CI)",
+                "fields right (95% CI, exact)",
                 "macro-F1",
                 "ECE",
                 "worst shift (accuracy)",

@@ -13,34 +13,44 @@ from ..console import console, err_console
 from . import fail
 
 
-def print_result(result: dict) -> None:
-    """The headline tables of an ``evaluate`` result: every condition, then per class."""
+def print_result(result: dict, reference: dict | None = None) -> None:
+    """The headline tables of an ``evaluate`` result: every condition with its fields right
+    and exact interval, per class, and the paired comparison with ``reference``."""
+    from ..evaluation.render import class_figure, paired_results, right
 
-    def ci(lo_hi) -> str:
-        return f"{lo_hi[0]:.3f}–{lo_hi[1]:.3f}"
-
-    table = Table(title=f"{result['n']} fields ({len(result['skipped'])} skipped)")
-    for column in ("condition", "accuracy", "95% CI", "macro-F1", "ECE"):
-        table.add_column(column, justify="left" if column == "condition" else "right")
+    table = Table(
+        title=f"{result['n']} fields ({len(result['skipped'])} skipped)",
+        caption="fields right: exact interval; shortcut audit: lower is better",
+    )
+    for column in ("condition", "fields right (95% CI)", "macro-F1 (95% CI)", "ECE"):
+        table.add_column(column, justify="left" if column == "condition" else "right", no_wrap=True)
     rows = {"clean": result["clean"], **result["shifts"]}
     if "shortcut" in result:
-        rows["shortcut (lower is better)"] = result["shortcut"]
+        rows["shortcut"] = result["shortcut"]
     for name, m in rows.items():
+        lo, hi = m["macro_f1_ci"]
+        f1 = f"{m['macro_f1']:.3f} ({lo:.3f}–{hi:.3f})"
         style = "bold" if name == result["worst_shift"] else None
-        cells = (name, f"{m['accuracy']:.3f}", ci(m["accuracy_ci"]), f"{m['macro_f1']:.3f}")
-        table.add_row(*cells, f"{m['ece']:.3f}", style=style)
+        table.add_row(name, right(m), f1, f"{m['ece']:.3f}", style=style)
     console.print(table)
-    per_class = Table(title="per class (clean)")
+    per_class = Table(title="per class (clean; 95% CI, exact)")
     for column in ("class", "support", "sensitivity", "specificity", "F1"):
-        per_class.add_column(column, justify="left" if column == "class" else "right")
+        per_class.add_column(column, justify="left" if column == "class" else "right", no_wrap=True)
     for name, m in result["clean"]["per_class"].items():
-        cells = [m[k] for k in ("sensitivity", "specificity", "f1")]
-        per_class.add_row(
-            name, str(m["support"]), *("–" if v is None else f"{v:.3f}" for v in cells)
-        )
+        f1 = "–" if m["f1"] is None else f"{m['f1']:.3f}"
+        cells = (class_figure(m, "sensitivity"), class_figure(m, "specificity"), f1)
+        per_class.add_row(name, str(m["support"]), *cells)
     console.print(per_class)
     if result["worst_shift"]:
         console.print(f"worst shift: [bold]{result['worst_shift']}[/bold]")
+    if reference and (comparison := paired_results(result, reference, ("this", "reference"))):
+        paired = Table(title=f"paired with {reference.get('name', 'reference')} (exact McNemar)")
+        for column in ("condition", "both right", "only this", "only reference", "p", "verdict"):
+            paired.add_column(column, justify="left" if column == "condition" else "right")
+        for name, m in comparison.items():
+            counts = (m["both_right"], m["only_a_right"], m["only_b_right"])
+            paired.add_row(name, *map(str, counts), f"{m['p_value']:.3g}", m["verdict"])
+        console.print(paired)
 
 
 def evaluate(
@@ -80,8 +90,9 @@ def evaluate(
         help="Keep the figures in the bundle's manifest (evaluation.<split>; hashes rewritten).",
     ),
 ) -> None:
-    """Evaluate a model on labelled fields: accuracy, macro-F1, per-class sensitivity and
-    specificity, calibration, colour shifts and the shortcut audit, with 95% bootstrap CIs."""
+    """Evaluate a model on labelled fields: accuracy, per-class sensitivity and specificity
+    (k/n with exact 95% intervals), macro-F1 and calibration (bootstrap intervals), colour
+    shifts and the shortcut audit; with --reference, a paired McNemar comparison."""
     from ..evaluation.evaluate import evaluate as run_evaluation
     from ..evaluation.evaluate import labelled_items, record_in_bundle
     from ..evaluation.render import check_plots, write_report
@@ -101,7 +112,7 @@ def evaluate(
     source = f"{split_csv} ({split})" if split_csv is not None else str(data)
     out = out or Path("runs") / "eval" / predictor.name
     write_report(result, out, f"{predictor.name} on {source}", ref)
-    print_result(result)
+    print_result(result, ref)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text((out / "report.json").read_text())

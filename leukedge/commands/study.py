@@ -25,13 +25,25 @@ def study(
     quick: bool = typer.Option(
         False, help="CI-sized: generated fields, 64 px, one epoch (checks the machinery only)."
     ),
+    folds: int = typer.Option(
+        0,
+        help="K > 1: cross-validate each recipe on train+val in K folds instead (OUT/cv<K>/: "
+        "mean and spread across folds); the test split is not used.",
+    ),
 ) -> None:
     """Train and evaluate EfficientNet-B0, MobileNetV2, NASNet-Mobile, dual MobileNetV2,
     YOLOv8n/11n/12n-cls (and MobileNetV2 on the notebook's own recipe) on one leak-safe
-    split; write study.md/json/png beside the notebook's published figures. Finished runs
+    split; write study.md/json/png beside the notebook's published figures, each model
+    paired with the best (McNemar), or with --folds a cross-validated table. Finished runs
     in --out are reused."""
     from ..training.runs import training_split
-    from ..training.study import choose_models, quick_data, run_study, train_options
+    from ..training.study import (
+        choose_models,
+        quick_data,
+        run_study,
+        run_study_cv,
+        train_options,
+    )
 
     chosen = choose_models(models)
     epochs, ratios = {"yolo": epochs_yolo, "keras": epochs_keras}, None
@@ -41,6 +53,12 @@ def study(
             data, ratios = quick_data(out, seed)
     split_csv = training_split(out, split_csv, data, classes, seed, ratios)
     extra = train_options(seed, threads, workers, quick)
-    result = run_study(split_csv, out, models=chosen, epochs=epochs, imgsz=imgsz, extra=extra)
-    console.print((out / "study.md").read_text())
-    err_console.print(f"study: {out / 'study.md'} ({len(result['models'])} models)")
+    settings = {"models": chosen, "epochs": epochs, "imgsz": imgsz, "extra": extra}
+    if folds:
+        run_study_cv(split_csv, out, folds, **settings)
+        page = out / f"cv{folds}" / "study-cv.md"
+    else:
+        run_study(split_csv, out, **settings)
+        page = out / "study.md"
+    console.print(page.read_text())
+    err_console.print(f"study: {page} ({len(chosen)} models)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..console import err_console
+from ..console import console, err_console
 from ..edge.preprocess import DEFAULT_WHITE_POINT
 
 app = typer.Typer(help="Train classifiers (offline: nothing is downloaded).", no_args_is_help=True)
@@ -23,13 +23,30 @@ DATA = typer.Option(None, "--data", help="Data folder to split when no --split-c
 CLASSES = typer.Option("4", "--classes", help="Class scheme when splitting --data: 4, 3 or 2.")
 
 
-def train_and_report(family: str, split_csv: Path, out: Path, threads: int | None, **recipe):
+FOLDS = typer.Option(
+    0,
+    "--folds",
+    help="K > 1: K-fold cross-validation of the recipe on train+val instead (OUT/fold<i>/, "
+    "OUT/cv.md: mean and spread across folds); the test split is not used.",
+)
+
+
+def train_and_report(
+    family: str, split_csv: Path, out: Path, threads: int | None, folds: int, **recipe
+) -> None:
     """Train a run of ``family`` (``leukedge.training.families``), evaluate it on its val
-    and test splits (``out/report-<split>/``) and print the headline figures."""
+    and test splits (``out/report-<split>/``) and print the headline figures; or, with
+    ``folds``, cross-validate the recipe (``leukedge.training.crossval``)."""
     from ..evaluation.render import check_plots, report_splits
+    from ..training.crossval import CV_MD, cross_validate
     from ..training.families import FAMILIES
 
     check_plots()  # before training, not after
+    if folds:
+        seed = recipe.pop("seed")
+        cross_validate(family, split_csv, out, folds, seed=seed, threads=threads, **recipe)
+        console.print((out / CV_MD).read_text())
+        return
     family = FAMILIES[family]
     best = family.train(split_csv, out, threads=threads, **recipe)
     err_console.print(f"best model: {best}")
@@ -93,6 +110,7 @@ def yolo(
         0, help="Data-loading processes (0: in the training process; 8 suits a GPU machine)."
     ),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+    folds: int = FOLDS,
 ) -> None:
     """Train a YOLO classifier on what the station sees (same preprocessing), then evaluate it."""
     from ..edge.preprocess import Preprocess
@@ -105,7 +123,7 @@ def yolo(
                   ultralytics_colour=ultralytics_colour, balance=balance, lr=lr, warmup=warmup,
                   weights=weights, device=device, workers=workers, resume=resume)  # fmt: skip
     split_csv = training_split(out, split_csv, data, classes, seed)
-    train_and_report("yolo", split_csv, out, threads, **recipe)
+    train_and_report("yolo", split_csv, out, threads, folds, **recipe)
 
 
 @app.command()
@@ -143,6 +161,7 @@ def keras(
     seed: int = typer.Option(0, help="Seed for the split, the augmentation and training."),
     threads: int = typer.Option(None, help="CPU threads of the Keras backend (default: its own)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+    folds: int = FOLDS,
 ) -> None:
     """Train a Keras classifier (reference notebook head) on what the station sees, then
     evaluate it on the val and test splits."""
@@ -156,4 +175,4 @@ def keras(
                   weights=weights, init=init, freeze=freeze, bn_momentum=bn_momentum,
                   alpha=alpha, lr=lr, cosine=cosine, resume=resume)  # fmt: skip
     split_csv = training_split(out, split_csv, data, classes, seed)
-    train_and_report("keras", split_csv, out, threads, **recipe)
+    train_and_report("keras", split_csv, out, threads, folds, **recipe)

@@ -57,7 +57,7 @@ def bundle_predictor(bundle: str | Path, backend: str = "auto", threads: int | N
 
 
 #: Figures kept for each shift and for the shortcut audit.
-BRIEF = ("n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "ece")
+BRIEF = ("n", "correct", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "ece", "ece_ci")
 
 
 def _conditions(shifts: bool, shortcut: bool, seg_mode: str) -> dict:
@@ -127,10 +127,12 @@ def evaluate(
 
     Each file is read once; unreadable ones are listed under ``skipped``. Returns a
     JSON-ready dict: classes, n, skipped, seg_mode, ``clean`` (``metrics.summarize``),
-    ``shifts`` (shift -> accuracy, macro-F1 and ECE with bootstrap intervals, and
-    ``accuracy_drop`` from clean), ``worst_shift``, ``shortcut`` (the same figures on
-    painted-out fields, with ``chance``: the share of the commonest class) and
-    ``predictions`` (path, label, predicted, probabilities of each clean field).
+    ``shifts`` (shift -> fields right, accuracy with its exact interval, macro-F1 and ECE
+    with bootstrap intervals, and ``accuracy_drop`` from clean), ``worst_shift``,
+    ``shortcut`` (the same figures on painted-out fields, with ``chance``: the share of the
+    commonest class) and ``predictions`` (path, label, predicted, probabilities of each
+    clean field, and ``under``: its prediction under each shift and the shortcut audit,
+    for paired comparisons of two models).
     """
     classes = list(predictor.classes)
     if unknown := sorted({label for _, label in items} - set(classes)):
@@ -160,26 +162,32 @@ def evaluate(
     if shortcut:
         chance = float(np.bincount(y, minlength=len(classes)).max() / len(y))
         result["shortcut"] = {**brief("shortcut"), "chance": chance}
+    others = {name: np.argmax(q, axis=1) for name, q in p.items() if name != "clean"}
     result["predictions"] = [
-        {"path": path, "label": label, "predicted": classes[int(np.argmax(q))], "probabilities": q}
-        for (path, label), q in zip(kept, p["clean"].tolist())
+        {
+            "path": path,
+            "label": label,
+            "predicted": classes[int(np.argmax(q))],
+            "probabilities": q,
+            "under": {name: classes[int(pred[i])] for name, pred in others.items()},
+        }
+        for i, ((path, label), q) in enumerate(zip(kept, p["clean"].tolist()))
     ]
     return result
 
 
 def headline(result: dict, split: str) -> dict:
     """The figures of an ``evaluate`` result that a bundle manifest keeps
-    (``evaluation.<split>``): n, accuracy with its interval, macro-F1, ECE, each
-    shift's accuracy with its interval, the worst shift and the shortcut audit."""
+    (``evaluation.<split>``): n, fields right, accuracy with its exact interval, macro-F1,
+    ECE, the same accuracy figures for each shift, the worst shift and the shortcut audit."""
+    keys = ("correct", "accuracy", "accuracy_ci")
     clean = result["clean"]
-    out = {"split": split, "n": result["n"]}
-    out |= {k: clean[k] for k in ("accuracy", "accuracy_ci", "macro_f1", "ece")}
-    out["shifts"] = {
-        name: {k: m[k] for k in ("accuracy", "accuracy_ci")} for name, m in result["shifts"].items()
-    }
+    out = {"split": split, "n": result["n"], "interval": "clopper-pearson 95%"}
+    out |= {k: clean[k] for k in (*keys, "macro_f1", "ece")}
+    out["shifts"] = {name: {k: m[k] for k in keys} for name, m in result["shifts"].items()}
     out["worst_shift"] = result["worst_shift"]
     if "shortcut" in result:
-        out["shortcut"] = {k: result["shortcut"][k] for k in ("accuracy", "accuracy_ci", "chance")}
+        out["shortcut"] = {k: result["shortcut"][k] for k in (*keys, "chance")}
     return out
 
 

@@ -1,8 +1,15 @@
-"""Classification metrics with bootstrap intervals and calibration (numpy only).
+"""Classification metrics, their 95% intervals and calibration (numpy only).
 
 Every function takes ``y_true`` int (N,) class indices and, where it needs scores,
 ``probs`` float (N, C) class probabilities (rows summing to 1); C is the number of
 classes, so classes absent from a sample still count.
+
+Intervals: proportions of fields (accuracy, per-class sensitivity and specificity) get the
+exact Clopper-Pearson interval with their k/n (``leukedge.evaluation.stats``); a percentile
+bootstrap over fields is used only where there is no closed form (macro-F1, ECE). A
+bootstrap whose resamples all agree (every field right, say) says nothing about the
+uncertainty, so such an interval is widened as ``bootstrap_ci`` describes: no reported
+interval has zero width.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from .stats import clopper_pearson, proportion
 
 N_BOOTSTRAP = 1000
 ECE_BINS = 15
@@ -65,28 +74,53 @@ def macro_f1(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(macro_f1_from_cm(cm))
 
 
+def _ece_of_resamples(conf: np.ndarray, correct: np.ndarray, bins: int) -> np.ndarray:
+    """ECE of each row of (R, N) resampled confidences and correctness: float (R,)."""
+    r = conf.shape[0]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    b = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    cell = (np.arange(r)[:, None] * bins + b).ravel()
+    sum_conf = np.bincount(cell, conf.ravel(), r * bins).reshape(r, bins)
+    sum_acc = np.bincount(cell, correct.ravel().astype(float), r * bins).reshape(r, bins)
+    return np.abs(sum_acc - sum_conf).sum(axis=1) / conf.shape[1]
+
+
 def bootstrap_ci(
     y_true: np.ndarray,
     probs: np.ndarray,
     n: int = N_BOOTSTRAP,
     seed: int = 0,
     level: float = 0.95,
+    bins: int = ECE_BINS,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of accuracy and macro-F1 over ``n`` seeded resamples
-    of the fields: {"accuracy": (low, high), "macro_f1": (low, high)}."""
+    """Percentile bootstrap intervals of macro-F1 and ECE over ``n`` seeded resamples of the
+    fields: {"macro_f1": (low, high), "ece": (low, high)}.
+
+    When every resample gives the same value (no field wrong, or none right) the bootstrap
+    shows no spread however few the fields; then macro-F1, which tracks accuracy when no
+    class dominates, takes accuracy's exact interval, and ECE is widened by that interval's
+    width on either side (within [0, 1]).
+    """
     y_true = np.asarray(y_true, np.int64)
     y_pred = np.argmax(probs, axis=1)
     c = probs.shape[1]
     idx = np.random.default_rng(seed).integers(0, len(y_true), (n, len(y_true)), np.int32)
-    acc = (y_pred[idx] == y_true[idx]).mean(axis=1)
     cells = (np.arange(n)[:, None] * c + y_true[idx]) * c + y_pred[idx]
     cms = np.bincount(cells.ravel(), minlength=n * c * c).reshape(n, c, c)
     f1 = macro_f1_from_cm(cms)
+    conf = np.max(probs, axis=1)
+    ece = _ece_of_resamples(conf[idx], (y_pred == y_true)[idx], bins)
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    return {
-        "accuracy": tuple(float(v) for v in np.percentile(acc, q)),
-        "macro_f1": tuple(float(v) for v in np.percentile(f1, q)),
-    }
+    out = {k: tuple(float(v) for v in np.percentile(x, q)) for k, x in (("macro_f1", f1),
+           ("ece", ece))}  # fmt: skip
+    k = int(np.sum(y_pred == y_true))
+    exact = clopper_pearson(k, len(y_true), level)
+    if out["macro_f1"][1] - out["macro_f1"][0] <= 0:
+        out["macro_f1"] = exact
+    if out["ece"][1] - out["ece"][0] <= 0:
+        width, value = exact[1] - exact[0], out["ece"][0]
+        out["ece"] = (max(0.0, value - width), min(1.0, value + width))
+    return out
 
 
 def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> dict:
@@ -128,25 +162,42 @@ def summarize(
 ) -> dict:
     """Every metric of one evaluation, JSON-ready (undefined values are None).
 
-    Keys: n, accuracy, accuracy_ci, macro_f1, macro_f1_ci, ece, confusion
-    (rows true, columns predicted, in ``classes`` order), per_class (class ->
-    support, sensitivity, specificity, precision, f1) and reliability.
+    Keys: n, correct, accuracy, accuracy_ci (exact), macro_f1, macro_f1_ci (bootstrap),
+    ece, ece_ci (bootstrap), confusion (rows true, columns predicted, in ``classes``
+    order), per_class (class -> support, sensitivity and specificity each with its exact
+    ``_ci`` and ``_k``/``_n`` counts, precision, f1) and reliability.
     """
     y_true = np.asarray(y_true, np.int64)
     cm = confusion_matrix(y_true, np.argmax(probs, axis=1), len(classes))
-    ci = bootstrap_ci(y_true, probs, n_bootstrap, seed)
+    boot = bootstrap_ci(y_true, probs, n_bootstrap, seed)
     pc = per_class(cm)
+    tp, fp, fn = _counts(cm)
+    tn = cm.sum() - tp - fp - fn
     rel = reliability(y_true, probs)
+    correct = int(np.trace(cm))
+
+    def counted(name: str, k: int, n: int) -> dict:
+        p = proportion(k, n)
+        return {name: p["value"], f"{name}_ci": p["ci"], f"{name}_k": p["k"], f"{name}_n": p["n"]}
+
     return {
         "n": len(y_true),
-        "accuracy": accuracy(y_true, probs),
-        "accuracy_ci": list(ci["accuracy"]),
+        "correct": correct,
+        "accuracy": correct / len(y_true),
+        "accuracy_ci": list(clopper_pearson(correct, len(y_true))),
         "macro_f1": float(macro_f1_from_cm(cm)),
-        "macro_f1_ci": list(ci["macro_f1"]),
+        "macro_f1_ci": list(boot["macro_f1"]),
         "ece": expected_calibration_error(y_true, probs),
+        "ece_ci": list(boot["ece"]),
         "confusion": cm.tolist(),
         "per_class": {
-            name: {"support": int(cm[i].sum()), **{k: _num(v[i]) for k, v in pc.items()}}
+            name: {
+                "support": int(cm[i].sum()),
+                **counted("sensitivity", int(tp[i]), int(tp[i] + fn[i])),
+                **counted("specificity", int(tn[i]), int(tn[i] + fp[i])),
+                "precision": _num(pc["precision"][i]),
+                "f1": _num(pc["f1"][i]),
+            }
             for i, name in enumerate(classes)
         },
         "reliability": {

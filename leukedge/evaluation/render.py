@@ -17,6 +17,7 @@ from pathlib import Path
 from ..data.split import read_split
 from ..errors import MissingExtraError
 from .evaluate import Predictor, evaluate, worst_shift
+from .stats import fraction, paired, pct_interval
 
 
 def _f(x: float | None) -> str:
@@ -40,10 +41,76 @@ def lookup(reference: dict | None, *keys: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def right(m: dict) -> str:
+    """Fields right with the exact interval of the accuracy: "137/138 (96.0-100.0%)"."""
+    if "correct" not in m:  # a report written before exact intervals
+        return f"{100 * m['accuracy']:.1f}%"
+    return fraction({"k": m["correct"], "n": m["n"], "ci": m["accuracy_ci"]})
+
+
+def class_figure(m: dict, name: str) -> str:
+    """A per-class proportion ("40/40 (91.2-100.0%)"), "–" where it is undefined."""
+    if m.get(name) is None or f"{name}_k" not in m:
+        return _f(m.get(name))
+    return fraction({"k": m[f"{name}_k"], "n": m[f"{name}_n"], "ci": m[f"{name}_ci"]})
+
+
+def allows(m: dict) -> str:
+    """What an exact accuracy interval allows, in words."""
+    lo, hi = m["accuracy_ci"]
+    return (
+        f"With {m['correct']} of {m['n']} fields right, the data are consistent (95%) with an "
+        f"accuracy from {100 * lo:.1f}% to {100 * hi:.1f}% on fields like these: up to "
+        f"{100 * (1 - lo):.1f}% of them could be misclassified."
+    )
+
+
+def paired_results(a: dict, b: dict, names: tuple[str, str]) -> dict[str, dict]:
+    """Two ``evaluate`` results on the same fields, condition by condition (clean, each
+    shift, the shortcut audit): ``stats.paired`` of their per-field right/wrong, on the
+    fields both results hold (matched by path)."""
+    theirs = {q["path"]: q for q in b.get("predictions", [])}
+    shared = [(q, theirs[q["path"]]) for q in a.get("predictions", []) if q["path"] in theirs]
+    if not shared:
+        return {}
+    conditions = ["clean", *(c for c in shared[0][0].get("under", {}) if c in
+                             shared[0][1].get("under", {}))]  # fmt: skip
+
+    def said(q: dict, condition: str) -> str:
+        return q["predicted"] if condition == "clean" else q["under"][condition]
+
+    return {
+        c: paired(
+            [said(x, c) == x["label"] for x, _ in shared],
+            [said(y, c) == y["label"] for _, y in shared],
+            names,
+        )  # fmt: skip
+        for c in conditions
+    }
+
+
+def paired_markdown(comparison: dict[str, dict]) -> list[str]:
+    """The Markdown table of ``paired_results``."""
+    a, b = next(iter(comparison.values()))["models"]
+    rows = [
+        [c, str(m["n"]), str(m["both_right"]), str(m["only_a_right"]), str(m["only_b_right"]),
+         str(m["both_wrong"]), f"{m['p_value']:.3g}", m["verdict"]]
+        for c, m in comparison.items()
+    ]  # fmt: skip
+    header = ["condition", "fields", "both right", f"only {a}", f"only {b}", "both wrong"]
+    return [
+        *_table([*header, "McNemar p (exact)", "verdict"], rows),
+        "",
+        "Only the fields where the two disagree count; p >= 0.05: no measurable difference.",
+    ]
+
+
 def to_markdown(result: dict, title: str, reference: dict | None = None) -> str:
     """The report as Markdown tables. ``reference``, shaped like ``result`` (any subset,
-    e.g. another ``report.json``, plus an optional ``name``), adds a column to compare."""
-    ref_header = [reference.get("name", "reference")] if reference else []
+    e.g. another ``report.json``, plus an optional ``name``), adds a column to compare, and
+    a paired comparison (McNemar) when it holds per-field predictions of the same fields."""
+    ref_name = reference.get("name", "reference") if reference else None
+    ref_header = [ref_name] if reference else []
 
     def row(cells: list[str], *ref_keys: str) -> list[str]:
         return cells + ([_f(lookup(reference, *ref_keys))] if reference else [])
@@ -53,7 +120,9 @@ def to_markdown(result: dict, title: str, reference: dict | None = None) -> str:
         f"# {title}",
         "",
         f"{result['n']} fields, classes {', '.join(classes)}; {len(result['skipped'])} "
-        "skipped. Intervals: 95% bootstrap over fields.",
+        "skipped. Intervals: 95%, exact (Clopper-Pearson) for proportions of fields "
+        "(accuracy, sensitivity, specificity), percentile bootstrap over fields for macro-F1 "
+        "and ECE.",
         "",
         "## Clean fields",
         "",
@@ -61,25 +130,37 @@ def to_markdown(result: dict, title: str, reference: dict | None = None) -> str:
             ["metric", "value", "95% CI", *ref_header],
             [
                 row(
-                    ["accuracy", _f(clean["accuracy"]), _ci(clean["accuracy_ci"])],
+                    [
+                        "accuracy",
+                        f"{clean['correct']}/{clean['n']} = {100 * clean['accuracy']:.1f}%",
+                        f"{pct_interval(clean['accuracy_ci'])} (exact)",
+                    ],
                     "clean",
                     "accuracy",
-                ),
+                ),  # fmt: skip
                 row(
                     ["macro-F1", _f(clean["macro_f1"]), _ci(clean["macro_f1_ci"])],
                     "clean",
                     "macro_f1",
-                ),
-                row(["ECE (15 bins)", _f(clean["ece"]), "–"], "clean", "ece"),
+                ),  # fmt: skip
+                row(["ECE (15 bins)", _f(clean["ece"]), _ci(clean.get("ece_ci"))], "clean", "ece"),
             ],
         ),
+        "",
+        allows(clean),
         "",
         "## Per class",
         "",
         *_table(
-            ["class", "support", "sensitivity", "specificity", "F1"],
+            ["class", "support", "sensitivity (95% CI)", "specificity (95% CI)", "F1"],
             [
-                [c, str(m["support"]), _f(m["sensitivity"]), _f(m["specificity"]), _f(m["f1"])]
+                [
+                    c,
+                    str(m["support"]),
+                    class_figure(m, "sensitivity"),
+                    class_figure(m, "specificity"),
+                    _f(m["f1"]),
+                ]  # fmt: skip
                 for c, m in clean["per_class"].items()
             ],
         ),
@@ -91,8 +172,7 @@ def to_markdown(result: dict, title: str, reference: dict | None = None) -> str:
     if result["shifts"]:
 
         def shift_row(label: str, m: dict, *ref_keys: str) -> list[str]:
-            drop = _f(m.get("accuracy_drop"))
-            cells = [label, _f(m["accuracy"]), _ci(m["accuracy_ci"]), _f(m["macro_f1"]), drop]
+            cells = [label, right(m), _f(m["macro_f1"]), _f(m.get("accuracy_drop"))]
             return row(cells, *ref_keys, "accuracy")
 
         worst = result["worst_shift"]
@@ -102,36 +182,27 @@ def to_markdown(result: dict, title: str, reference: dict | None = None) -> str:
         rows.append(
             shift_row(f"**worst shift** ({worst})", result["shifts"][worst], "shifts", ref_worst)
         )
+        header = ["condition", "fields right (95% CI)", "macro-F1", "accuracy drop"]
         lines += [
             "",
             "## Colour shifts (raw field, before segmentation and preprocessing)",
             "",
-            *_table(
-                ["condition", "accuracy", "95% CI", "macro-F1", "accuracy drop", *ref_header], rows
-            ),
+            *_table([*header, *ref_header], rows),
         ]
     if "shortcut" in result:
         s = result["shortcut"]
+        header = ["fields right (95% CI)", "macro-F1", "chance (commonest class)"]
         lines += [
             "",
             "## Shortcut audit (cells painted with the background colour; lower is better)",
             "",
             *_table(
-                ["accuracy", "95% CI", "macro-F1", "chance (commonest class)", *ref_header],
-                [
-                    row(
-                        [
-                            _f(s["accuracy"]),
-                            _ci(s["accuracy_ci"]),
-                            _f(s["macro_f1"]),
-                            _f(s["chance"]),
-                        ],
-                        "shortcut",
-                        "accuracy",
-                    )
-                ],
+                [*header, *ref_header],
+                [row([right(s), _f(s["macro_f1"]), _f(s["chance"])], "shortcut", "accuracy")],
             ),
         ]
+    if reference and (comparison := paired_results(result, reference, ("this", ref_name))):
+        lines += ["", f"## Paired comparison with {ref_name}", "", *paired_markdown(comparison)]
     if result["skipped"]:
         lines += ["", "## Skipped files", ""]
         lines += [f"- `{s['path']}`: {s['problem']}" for s in result["skipped"]]

@@ -19,10 +19,14 @@ from pathlib import Path
 from ..console import err_console
 from ..errors import StepFailed, UsageError
 from ..evaluation.evaluate import headline
-from ..evaluation.render import lookup
+from ..evaluation.render import lookup, paired_results, right
 from ..evaluation.shifts import SHIFTS
 from ..progress import progress_bar
+from .crossval import CV_JSON
 from .families import best_model, family_of
+
+#: The figures of each model's ``cv.json`` that the cross-validated study table shows.
+CV_FIGURES = ("accuracy", "worst_shift_accuracy", "shortcut_accuracy")
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ def run_study(
     """
     split_csv, out = Path(split_csv).resolve(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, reports = [], {}
     for model in progress_bar(models, "Study"):
         run = out / model.name
         command = train_command(
@@ -154,12 +158,97 @@ def run_study(
                           "--split", "test", "--out", str(report.parent)),
                 run / "study.log",
             )  # fmt: skip
-        rows.append(_row(model, command, weights, json.loads(report.read_text())))
+        reports[model.name] = json.loads(report.read_text())
+        rows.append(_row(model, command, weights, reports[model.name]))
     study = {"split_csv": str(split_csv), "imgsz": imgsz, "epochs": epochs, "models": rows}
+    study["paired"] = paired_with_best(rows, reports)
     (out / "study.json").write_text(json.dumps(study, indent=2) + "\n")
     (out / "study.md").write_text(to_markdown(study))
     plot_study(study, out / "study.png")
     return study
+
+
+def run_study_cv(
+    split_csv: str | Path,
+    out: str | Path,
+    k: int,
+    *,
+    models: Sequence[StudyModel] = STUDY_MODELS,
+    epochs: dict[str, int],
+    imgsz: int = 224,
+    extra: dict[str, Sequence[str]] | None = None,
+) -> dict:
+    """Cross-validate every model's recipe (``leukedge train <family> --folds k``, one
+    subprocess each, into ``out/cv<k>/<model>/``; finished ones reused) and write
+    ``out/cv<k>/study-cv.json`` and ``study-cv.md``: the mean and spread across folds of
+    each model's held-out accuracy, worst shift and shortcut audit. The test split is not
+    used. Returns the ``study-cv.json`` record."""
+    split_csv, out = Path(split_csv).resolve(), Path(out) / f"cv{k}"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for model in progress_bar(models, f"Study, {k}-fold"):
+        run = out / model.name
+        options = (*(extra or {}).get(model.family, ()), "--folds", str(k))
+        command = train_command(model, split_csv, run, epochs[model.family], imgsz, options)
+        if not (run / CV_JSON).is_file():
+            run.mkdir(parents=True, exist_ok=True)
+            _call(command, run / "study.log")
+        cv = json.loads((run / CV_JSON).read_text())
+        rows.append({"name": model.name, "label": model.label, "command": " ".join(
+            ["leukedge", *command[3:]]), **{key: cv.get(key) for key in CV_FIGURES}})  # fmt: skip
+    study = {"split_csv": str(split_csv), "k": k, "imgsz": imgsz, "epochs": epochs, "models": rows}
+    (out / "study-cv.json").write_text(json.dumps(study, indent=2) + "\n")
+    (out / "study-cv.md").write_text(cv_markdown(study))
+    return study
+
+
+def cv_markdown(study: dict) -> str:
+    """The cross-validated study table: mean ± sd (min–max) across folds, in %."""
+
+    def spread(x: dict | None) -> str:
+        if not x:
+            return "–"
+        return (f"{100 * x['mean']:.1f} ± {100 * x['sd']:.1f} "
+                f"({100 * x['min']:.1f}–{100 * x['max']:.1f})")  # fmt: skip
+
+    lines = [
+        f"| {r['label']} | {spread(r['accuracy'])} | {spread(r['worst_shift_accuracy'])} | "
+        f"{spread(r['shortcut_accuracy'])} |"
+        for r in study["models"]
+    ]
+    return "\n".join([
+        f"# Model study, {study['k']}-fold cross-validation",
+        "",
+        f"Train and validation fields of `{study['split_csv']}`, {study['imgsz']} px, epochs "
+        + ", ".join(f"{k} {v}" for k, v in study["epochs"].items()) + "; each fold held out "
+        "once. Mean ± standard deviation (min–max) across folds; the test split is not used.",
+        "",
+        "| model | held-out accuracy % | worst shift % | shortcut % (lower is better) |",
+        "|---|---|---|---|",
+        *lines,
+        "",
+        *_paired_section(study.get("paired") or []),
+        "Commands:",
+        "",
+        *(f"- {r['label']}: `{r['command']}`" for r in study["models"]),
+        "",
+    ])  # fmt: skip
+
+
+def paired_with_best(rows: list[dict], reports: dict[str, dict]) -> list[dict]:
+    """Each model against the one with the most clean test fields right, field by field
+    (exact McNemar on the clean test fields; ``render.paired_results``)."""
+    if len(rows) < 2:
+        return []
+    best = max(rows, key=lambda r: r["correct"])
+    out = []
+    for r in rows:
+        if r is not best:
+            names = (best["label"], r["label"])
+            clean = paired_results(reports[best["name"]], reports[r["name"]], names).get("clean")
+            if clean is not None:
+                out.append(clean)
+    return out
 
 
 def _row(model: StudyModel, command: list[str], weights: Path, report: dict) -> dict:
@@ -187,17 +276,16 @@ def _pct(x: float | None) -> str:
 def to_markdown(study: dict) -> str:
     """The study table: test accuracy, parameters, each shift, the shortcut audit, and
     the notebook's published accuracy."""
-    header = ["model", "params (M)", "epochs", "clean % (95% CI)", *SHIFTS]
+    header = ["model", "params (M)", "epochs", "clean: fields right (95% CI)", *SHIFTS]
     header += ["worst", "shortcut %", "notebook %"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in study["models"]:
-        lo, hi = r["accuracy_ci"]
         worst = r["worst_shift"]
         cells = [
             r["label"],
             f"{r['params'] / 1e6:.2f}",
             str(r["epochs_done"]),
-            f"{_pct(r['accuracy'])} ({_pct(lo)}–{_pct(hi)})",
+            right(r),
             *(_pct(_accuracy(r, "shifts", s)) for s in SHIFTS),
             f"{worst} {_pct(_accuracy(r, 'shifts', worst))}" if worst else "–",
             _pct(_accuracy(r, "shortcut")),
@@ -222,6 +310,28 @@ def to_markdown(study: dict) -> str:
         *(f"- {r['label']}: `{r['command']}`" for r in study["models"]),
         "",
     ])  # fmt: skip
+
+
+def _paired_section(paired: list[dict]) -> list[str]:
+    if not paired:
+        return []
+    rows = []
+    for m in paired:
+        a, b = m["models"]
+        rows.append(
+            f"| {b} | {m['only_a_right']} | {m['only_b_right']} | {m['p_value']:.3g} | "
+            f"{m['verdict']} |"
+        )
+    return [
+        f"Paired with the model with the most clean fields right ({paired[0]['models'][0]}), "
+        "field by field on the clean test fields (exact McNemar; p >= 0.05: no measurable "
+        "difference):",
+        "",
+        "| model | only the best right | only this one right | p | verdict |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def plot_study(study: dict, path: Path) -> None:
