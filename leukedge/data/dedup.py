@@ -11,24 +11,16 @@ from __future__ import annotations
 
 import hashlib
 
-import cv2
 import numpy as np
 
-#: Largest Hamming distance (of 64 bits) at which two fields are near duplicates.
-NEAR_DUPLICATE_BITS = 10
+from ..edge.phash import NEAR_DUPLICATE_BITS, perceptual_hash
+
+__all__ = ["NEAR_DUPLICATE_BITS", "content_hash", "group_duplicates", "perceptual_hash"]
 
 
 def content_hash(data: bytes) -> str:
     """SHA-256 hex digest of a file's bytes."""
     return hashlib.sha256(data).hexdigest()
-
-
-def perceptual_hash(rgb: np.ndarray) -> np.ndarray:
-    """64-bit DCT hash of an RGB uint8 (H, W, 3) field as uint8 (8,) packed bits."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
-    low = cv2.dct(small)[:8, :8].ravel()
-    return np.packbits(low > np.median(low[1:]))
 
 
 def _find(parent: np.ndarray, i: int) -> int:

@@ -1,0 +1,278 @@
+"""Magnification: red cells as a ruler, and bringing a frame to the training fields' scale.
+
+Red blood cells are about 7.5 um across on every microscope, so their typical diameter in pixels
+says how a frame's magnification compares with the training fields'. ``cell_diameter`` measures
+it without segmenting single cells (in smears they touch, stack into rouleaux and have a pale
+centre):
+
+1. stained pixels: the green channel's darkness, clipped at its ``CLIP_QUANTILE`` so dark nuclei
+   weigh no more than red cells, split from the background by Otsu's threshold; holes enclosed by
+   stained pixels (pale centres) are filled;
+2. a granulometry of that mask in one Fourier transform: its scale-normalised
+   Laplacian-of-Gaussian energy over a ladder of scales ``SIGMAS``; the smallest scale with a
+   local maximum holding at least ``PEAK_SHARE`` of the largest is the objects' typical size
+   (a disc of diameter d peaks at sigma = d / (2 sqrt 2)). Red cells outnumber every other
+   object, so this is their diameter.
+
+Frames larger than ``WORK_SIDE`` are measured on a downscaled copy, and again on a central crop
+at a finer resolution when the cells turn out small on that copy.
+
+``normalise`` brings a frame to the training scale: a frame whose cells fall inside the training
+band (``scale_reference``) is left as it is; one at a higher magnification is shrunk so its cells
+match the training median, and ``tiles`` then cuts it into training-size fields (each is
+classified; ``pipeline`` combines them). A frame at a lower magnification is not enlarged
+(resampling cannot restore the detail it never recorded) and is flagged ``scale``, as is one
+whose cells cannot be measured, or one that at the training scale covers less than
+``MIN_FIELD_SHARE`` of a training field (too high a magnification for its size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from .bundle import BundleError
+
+#: Scales of the granulometry (Gaussian sigma, px): a disc of diameter 2 sqrt(2) sigma peaks
+#: at sigma, so diameters of about 3 to 180 px are measurable.
+SIGMAS = np.geomspace(1.0, 64.0, 61)
+#: Radial frequency bins per 1/size step of the discrete Fourier transform.
+RADIAL_BINS = 4
+#: The darkness quantile at which the stained signal is clipped.
+CLIP_QUANTILE = 0.7
+#: A local maximum of the energy counts when it holds this share of the largest.
+PEAK_SHARE = 0.3
+#: Holes are left unfilled where filling them would cover more than this share of the frame
+#: (a dense smear: its holes are the gaps between touching cells, not pale centres).
+MAX_COVER = 0.75
+#: Frames are measured at most this many pixels on a side (larger ones are downscaled).
+WORK_SIDE = 256
+#: On a downscaled copy, cells smaller than this (px) are re-measured at a finer resolution.
+FINE_PX = 12.0
+#: Below this many pixels on its short side a frame is too small to measure.
+MIN_SIDE_PX = 48
+#: The band of training diameters is the 0.5th to 99.5th percentile widened by this factor.
+BAND_MARGIN = 1.1
+#: A frame at the training scale must cover this share of a training field's side.
+MIN_FIELD_SHARE = 0.75
+#: At most this many training-size tiles are classified per frame (spread evenly).
+MAX_TILES = 9
+
+#: Built-in figures for bundles without ``trust.scale``: measured with ``scale_reference`` on the
+#: training fields of the Taleqani set (224 x 224 px; ``leukedge data split``, seed 0).
+DEFAULT_SCALE = {
+    "statistic": "typical red-cell diameter (px), granulometry of the stained mask",
+    "diameter_px": 17.8,
+    "band_px": [11.13, 49.05],
+    "field_px": 224,
+    "n": 0,
+}
+
+
+def _histogram_quantile(hist: np.ndarray, q: float) -> int:
+    """The q-quantile bin of a (256,) histogram."""
+    c = np.cumsum(hist)
+    return int(np.searchsorted(c, q * c[-1]))
+
+
+@lru_cache(maxsize=16)
+def _spectral_weights(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Hann window float32 (h, w), radial bin int (h * n,) of each coefficient that
+    ``_power`` returns, LoG energy weights float32 (len(SIGMAS), bins)) for an h x w image."""
+    win = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32)
+    fx = np.arange(1, (w - 1) // 2 + 1) / w
+    f2 = (np.fft.fftfreq(h)[:, None] ** 2 + fx[None, :] ** 2).ravel()
+    bins = np.rint(np.sqrt(f2) * RADIAL_BINS * max(h, w)).astype(np.int64)
+    f2 = np.bincount(bins, f2) / np.maximum(np.bincount(bins), 1)  # mean f^2 of each bin
+    a = (2 * np.pi) ** 2 * f2[None, :] * SIGMAS[:, None] ** 2
+    return win, bins, (a**2 * np.exp(-a)).astype(np.float32)
+
+
+def _power(image: np.ndarray) -> np.ndarray:
+    """Power spectrum float32 (h, (w - 1) // 2) of a real float32 (h, w) image: the
+    coefficients with horizontal frequency 1 .. (w - 1) // 2 of w, every vertical one (read
+    from OpenCV's packed CCS layout; the half plane suffices for a radial spectrum)."""
+    x = cv2.dft(image)
+    n = (image.shape[1] - 1) // 2
+    return x[:, 1 : 2 * n : 2] ** 2 + x[:, 2 : 2 * n + 1 : 2] ** 2
+
+
+def stained_mask(rgb: np.ndarray) -> np.ndarray:
+    """Stained pixels (red cells and nuclei) with enclosed holes filled: uint8 (H, W) 0/1.
+
+    Uses only ranks and Otsu's split of the green channel, so a lamp's brightness does not
+    change it.
+    """
+    dark = cv2.bitwise_not(np.ascontiguousarray(rgb[..., 1]))
+    hist = cv2.calcHist([dark], [0], None, [256], [0, 256]).ravel()
+    clipped = np.minimum(dark, np.uint8(_histogram_quantile(hist, CLIP_QUANTILE)))
+    t, _ = cv2.threshold(clipped, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    fg = (dark > t).view(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(1 - fg, connectivity=4)
+    x, y, w, h = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
+    rows, cols = fg.shape
+    hole = (x > 0) & (y > 0) & (x + w < cols) & (y + h < rows)
+    hole[0] = False  # label 0: the stained pixels themselves
+    filled = fg | hole.view(np.uint8)[labels]
+    return fg if filled.mean() > MAX_COVER else filled
+
+
+def _granulometry_diameter(rgb: np.ndarray) -> float:
+    """Typical stained-object diameter (px) of an RGB uint8 (H, W, 3) frame; NaN if none."""
+    mask = stained_mask(rgb).astype(np.float32)
+    win, bins, weights = _spectral_weights(*mask.shape)
+    power = _power((mask - mask.mean()) * win)
+    energy = weights @ np.bincount(bins, power.ravel(), minlength=weights.shape[1])
+    if not energy.max() > 0:
+        return float("nan")
+    e = energy
+    peaks = np.flatnonzero(
+        (e[1:-1] >= e[:-2]) & (e[1:-1] > e[2:]) & (e[1:-1] >= PEAK_SHARE * e.max())
+    )
+    if len(peaks) == 0:
+        return float("nan")
+    i = int(peaks[0]) + 1
+    lo, mid, hi = np.log(e[i - 1 : i + 2])
+    offset = 0.5 * (lo - hi) / (lo - 2 * mid + hi) if lo - 2 * mid + hi < 0 else 0.0
+    step = np.log(SIGMAS[1] / SIGMAS[0])
+    return float(SIGMAS[i] * np.exp(offset * step) * 2 * np.sqrt(2))
+
+
+def _shrunk(rgb: np.ndarray, k: int) -> np.ndarray:
+    """``rgb`` area-averaged by an integer factor ``k``."""
+    if k <= 1:
+        return rgb
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
+
+
+def cell_diameter(rgb: np.ndarray) -> float:
+    """Typical red-cell diameter in pixels of an RGB uint8 (H, W, 3) frame (see module doc).
+
+    NaN when it cannot be measured (a frame under ``MIN_SIDE_PX``, no stained objects, or
+    objects too small to resolve).
+    """
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_SIDE_PX:
+        return float("nan")
+    k = max(1, int(np.ceil(max(h, w) / WORK_SIDE)))
+    d = _granulometry_diameter(_shrunk(rgb, k)) * k
+    if k > 1 and d / k < FINE_PX:
+        k = max(1, int(d // (2 * FINE_PX)))
+        side = WORK_SIDE * k
+        top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
+        d = _granulometry_diameter(_shrunk(rgb[top : top + side, left : left + side], k)) * k
+    return d
+
+
+def scale_reference(fields) -> dict:
+    """The manifest's ``trust.scale`` from training fields (RGB uint8 (H, W, 3) each).
+
+    ``diameter_px`` is the median red-cell diameter, ``band_px`` the range left as it is
+    (0.5th to 99.5th percentile widened by ``BAND_MARGIN``), ``field_px`` the median short
+    side of the fields.
+    """
+    d, sides = [], []
+    for f in fields:
+        d.append(cell_diameter(f))
+        sides.append(min(f.shape[:2]))
+    d = np.asarray(d)
+    ok = d[np.isfinite(d)]
+    if len(ok) == 0:
+        raise ValueError("no field with measurable red cells; cannot compute trust.scale")
+    lo, hi = np.quantile(ok, [0.005, 0.995])
+    return {
+        "statistic": DEFAULT_SCALE["statistic"],
+        "diameter_px": round(float(np.median(ok)), 2),
+        "band_px": [round(float(lo / BAND_MARGIN), 2), round(float(hi * BAND_MARGIN), 2)],
+        "field_px": int(np.median(sides)),
+        "n": int(len(d)),
+        "unmeasured": int(len(d) - len(ok)),
+    }
+
+
+def parse_scale_reference(manifest: dict, where: str = "leukedge.json") -> tuple[dict, str | None]:
+    """(``trust.scale`` of a manifest, None), or (``DEFAULT_SCALE``, a note) when it has none;
+    ``BundleError`` naming ``where`` when the entry is malformed."""
+    ref = (manifest.get("trust") or {}).get("scale")
+    if ref is None:
+        return DEFAULT_SCALE, (
+            f"{where}: no trust.scale; judging magnification with the built-in Taleqani figures "
+            "(add them with 'leukedge bundle add-trust')"
+        )
+    try:
+        d = float(ref["diameter_px"])
+        lo, hi = (float(v) for v in ref["band_px"])
+        field = int(ref["field_px"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(
+            f"{where}: trust.scale needs diameter_px, band_px [lo, hi] and field_px ({exc}); "
+            "recompute it with 'leukedge bundle add-trust'"
+        ) from exc
+    if not (0 < lo <= d <= hi and field > 0):
+        raise BundleError(f"{where}: trust.scale is inconsistent (need 0 < lo <= diameter <= hi)")
+    return ref, None
+
+
+@dataclass(frozen=True)
+class ScaleCheck:
+    """How a frame compares with the training scale.
+
+    ``diameter`` is the measured red-cell diameter (px, NaN if unmeasured), ``factor`` the
+    frame's pixels per training pixel applied by ``normalise`` (1.0: left as it is),
+    ``reason`` is ``"scale"`` or ``"too-small"`` when the frame cannot be brought to the
+    training scale, else None.
+    """
+
+    diameter: float
+    factor: float
+    reason: str | None = None
+
+
+def check_scale(rgb: np.ndarray, ref: dict) -> ScaleCheck:
+    """Compare an RGB uint8 (H, W, 3) frame's red cells with ``ref`` (``trust.scale``)."""
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_SIDE_PX:
+        return ScaleCheck(float("nan"), 1.0, "too-small")
+    d = cell_diameter(rgb)
+    lo, hi = ref["band_px"]
+    if not np.isfinite(d) or d < lo:
+        return ScaleCheck(d, 1.0, "scale")
+    factor = 1.0 if d <= hi else d / float(ref["diameter_px"])
+    if min(h, w) / factor < MIN_FIELD_SHARE * float(ref["field_px"]):
+        return ScaleCheck(d, factor, "scale" if factor > 1.0 else "too-small")
+    return ScaleCheck(d, factor)
+
+
+def normalise(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) frame shrunk by ``factor`` (>= 1; 1.0 returns it unchanged)."""
+    if factor <= 1.0:
+        return rgb
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def _starts(length: int, size: int, n: int) -> list[int]:
+    return [round(s) for s in np.linspace(0, max(0, length - size), n)]
+
+
+def tiles(rgb: np.ndarray, size: int, max_tiles: int = MAX_TILES) -> list[np.ndarray]:
+    """Training-size fields (views) of an RGB frame at the training scale.
+
+    About ``length / size`` tiles (rounded, at least one) along each side, ``size`` px square
+    (or the frame's side where shorter), spread evenly from edge to edge so they overlap or
+    leave narrow gaps; at most ``max_tiles`` in all (the grid is thinned evenly).
+    """
+    h, w = rgb.shape[:2]
+    ny, nx = max(1, round(h / size)), max(1, round(w / size))
+    while ny * nx > max_tiles:
+        if ny >= nx:
+            ny -= 1
+        else:
+            nx -= 1
+    th, tw = min(h, size), min(w, size)
+    return [rgb[y : y + th, x : x + tw] for y in _starts(h, th, ny) for x in _starts(w, tw, nx)]
