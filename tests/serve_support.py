@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("starlette", reason="no station extra here (pip install .[station])")
 
+from leukedge.edge.capture_trigger import CaptureTrigger  # noqa: E402
 from leukedge.edge.model import Model  # noqa: E402
 from leukedge.edge.results_log import ResultsLog  # noqa: E402
 from leukedge.edge.sources import Frame, Source, SyntheticSource  # noqa: E402
@@ -50,6 +51,25 @@ class StillCamera(Source):
         while not self.stopping:
             yield Frame(f"still:0#{n}", rgb=self.rgb)
             n += 1
+
+
+class LowResCamera(Source):
+    """A camera running its own trigger, as the Pi camera does: it watches a low-resolution
+    stream and yields a full-resolution frame only when its ``trigger`` takes one."""
+
+    def __init__(self, size=(128, 96)) -> None:
+        super().__init__()
+        self.trigger = CaptureTrigger("continuous")  # the page sets its own mode
+        self.size = size
+
+    def _generate(self) -> Iterator[Frame]:
+        n = 0
+        while not self.stopping:
+            n += 1
+            full = synth_field("Pre", size=self.size[::-1], seed=n)[0]
+            if self.trigger.observe(full[::4, ::4]):  # the low-resolution stream
+                yield Frame(f"lowres:0#{n}", rgb=full)
+            self.wait(0.02)
 
 
 def gone_until(back: threading.Event, size=(64, 64)) -> Callable[[], Source]:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from serve_support import (
     GoneCamera,
+    LowResCamera,
     StillCamera,
     gone_until,
     live_server,
@@ -183,6 +184,20 @@ def test_auto_capture_takes_one_field_per_still_view(model, tmp_path):
         (field,) = fields()  # held still: taken once
         assert field["source_id"].startswith("still:0#") and field["label"]
         assert client.get("/api/status").json()["camera"]["trigger"]["captures"] == 1
+
+
+def test_a_camera_with_its_own_trigger_captures_full_resolution(model, tmp_path):
+    app, station, camera = make_app(model, tmp_path / "results", opener=LowResCamera)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        wait_for(lambda: camera.trigger.latest is not None, what="the low-resolution stream")
+        assert camera.trigger.mode == "demand"  # the page's mode, not the source's
+        assert _post(client, "/api/slides", {"slide": "S-LR"}).status_code == 201
+        r = _post(client, "/api/capture")
+        assert r.status_code == 201, r.text
+        assert station.log.results("S-LR")[0]["source_id"] == r.json()["source_id"]
+        assert camera.trigger.latest.shape[:2] == (24, 32)  # the live view: low resolution
+        assert client.get(f"/api/fields/{r.json()['id']}/view").status_code == 200
+        assert len(station.log.results("S-LR")) == 1  # demand mode: nothing taken meanwhile
 
 
 def test_token_rule():

@@ -3,8 +3,8 @@ decides which frames become fields; the live view is drawn when someone watches.
 
 Every frame goes to the trigger (``edge.capture_trigger``): on demand (the page's capture
 button calls ``capture``) or automatically (a sharp, still view after the stage moved).
-A source that runs the trigger itself (its ``trigger`` is ours: the Pi camera watches its
-low-resolution stream and takes full resolution only for a field) yields fields only.
+A source with a ``trigger`` of its own (the Pi camera watches its low-resolution stream
+and takes full resolution only for a field) yields fields only; its trigger is used.
 The live view is the trigger's latest low-resolution frame with the blast mask outline,
 the focus indicator and the last result drawn on it. A camera that fails (unplugged,
 busy) is reported in ``status`` and opened again after a pause: the server keeps running,
@@ -47,8 +47,9 @@ class CameraError(LeukedgeError, RuntimeError):
 @dataclass(frozen=True)
 class CameraStatus:
     """What the page shows about the camera: ``ok``, the ``source`` URI, ``frames`` read
-    since start, the trigger's state (``CaptureTrigger.status``: mode, focus, sharp, still,
-    captures) and ``error``: the camera's last problem while it gives no frame."""
+    since start (fields, for a camera with its own trigger), the trigger's state
+    (``CaptureTrigger.status``: mode, focus, sharp, still, captures) and ``error``: the
+    camera's last problem while it gives no frame."""
 
     ok: bool
     source: str
@@ -80,11 +81,14 @@ def live_view(
 
 
 def _text(img: np.ndarray, text: str, at: tuple[int, int]) -> None:
-    """``text`` (shown as ASCII) at ``at``: dark with a light outline, readable on any smear."""
+    """``text`` (shown as ASCII) at ``at`` (its baseline's left end), dark on a white box,
+    readable on any smear."""
     text = text.encode("ascii", "replace").decode()
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(img, text, at, font, 0.45, (255, 255, 255), 3, cv2.LINE_AA)
-    cv2.putText(img, text, at, font, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    (w, h), base = cv2.getTextSize(text, font, scale, 1)
+    x, y = at
+    cv2.rectangle(img, (x - 3, y - h - 3), (x + w + 3, y + base + 1), (255, 255, 255), -1)
+    cv2.putText(img, text, (x, y), font, scale, (20, 20, 20), 1, cv2.LINE_AA)
 
 
 class LiveCamera:
@@ -203,7 +207,12 @@ class LiveCamera:
 
     def _read(self, source: Source) -> str | None:
         """Read ``source`` to its end; the last problem it reported since its last frame."""
-        owns_trigger = getattr(source, "trigger", None) is self.trigger
+        own = getattr(source, "trigger", None)
+        owns_trigger = isinstance(own, CaptureTrigger)
+        if owns_trigger:  # the page's capture mode carries over to a reopened camera
+            own.mode, self.trigger = self.trigger.mode, own
+            with self._cond:  # it yields fields only: open means ready (or an error frame)
+                self._error = None
         problem = None
         for frame in source:
             if self.stopped:
