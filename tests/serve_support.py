@@ -89,12 +89,14 @@ def make_app(
     token: str | None = None,
     size=(64, 64),
     fps: float = 20.0,
+    name: str = "synthetic",
+    reopen_after: float = 0.05,
 ):
-    """(app, station, camera): ``model`` on synthetic fields (or ``opener``), results and
-    frames under ``results``."""
+    """(app, station, camera): ``model`` on synthetic fields (or ``opener``, shown as
+    ``name``), results and frames under ``results``."""
     station = Station(model, ResultsLog(results), frames_dir=results / "frames")
     opener = opener or (lambda: SyntheticSource(n=None, size=size))
-    camera = LiveCamera(opener, "synthetic", fps=fps, reopen_after=0.05)
+    camera = LiveCamera(opener, name, fps=fps, reopen_after=reopen_after)
     return create_app(station, camera, token=token), station, camera
 
 

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ from selenium.webdriver.common.by import By  # noqa: E402
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs/img"
+#: The screenshots the READMEs show.
+README_SHOTS = ("station-page.png", "station-field.png", "station-report.png",
+                "station-camera-gone.png")  # fmt: skip
 #: Synthetic camera frames: a 4:3 field as a camera gives it.
 FRAME = (640, 480)
 LABEL = re.compile(r"^#\d+ (Benign|Early|Pre|Pro) \d+%$")
@@ -43,7 +47,7 @@ def browser(tmp_path, monkeypatch):
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-dev-shm-usage", "--window-size=1280,1500",
+                 "--disable-dev-shm-usage", "--window-size=1280,1100",
                  f"--user-data-dir={tmp_path / 'chromium-profile'}"):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -59,7 +63,7 @@ def _shot(driver, tmp_path: Path, name: str) -> Path:
     path = tmp_path / name
     assert driver.save_screenshot(str(path)), name
     print(f"screenshot: {path}")
-    if os.environ.get("LEUKEDGE_SCREENSHOTS"):
+    if os.environ.get("LEUKEDGE_SCREENSHOTS") and name in README_SHOTS:
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_IMG / name)
     return path
@@ -111,6 +115,7 @@ def test_a_slide_from_the_page(browser, tmp_path):
         rows = browser.find_elements(By.CSS_SELECTOR, "#tally tbody tr")
         assert sum(int(r.find_elements(By.TAG_NAME, "td")[1].text) for r in rows) == 3
         assert _text(browser, "call").startswith("Running call:")
+        time.sleep(1)  # the live view's caption shows the last result
         _shot(browser, tmp_path, "station-page.png")
 
         browser.find_elements(By.CSS_SELECTOR, "#gallery .card-button")[-1].click()  # the first
@@ -158,7 +163,11 @@ def test_a_slide_from_the_page(browser, tmp_path):
 
 def test_camera_gone_shows_a_clear_message(browser, tmp_path):
     back = threading.Event()
-    app, _, camera = make_app(load_model("default"), tmp_path / "results", opener=gone_until(back))
+    model = load_model("default")
+    opener = gone_until(back)
+    app, _, camera = make_app(
+        model, tmp_path / "r", opener=opener, name="picamera2", reopen_after=2
+    )
     with live_server(app) as url:
         browser.get(url + "/")
         wait_for(lambda: "not found" in _text(browser, "camera-state"), what="camera state")
