@@ -106,7 +106,7 @@ def test_pipeline_flags_blank_field_and_reports_errors(tiny_bundle):
     pipeline = FieldPipeline(load_model(tiny_bundle))
     good = pipeline(Frame("good", rgb=synth_field("Pro", size=(64, 64), seed=0)[0]))
     assert good.error is None and good.cell_count >= 1
-    assert set(good.timings_ms) == {"segment", "preprocess", "infer", "trust"}
+    assert set(good.timings_ms) == {"gate", "segment", "preprocess", "infer", "trust"}
     blank = pipeline(Frame("blank", rgb=np.full((64, 64, 3), 255, np.uint8)))
     assert blank.uncertain and {"no-cell", "out-of-distribution"} <= set(blank.reasons)
     bad = pipeline(Frame("bad.jpg", error="bad.jpg: truncated image"))

@@ -1,12 +1,17 @@
-"""One field through the station: validate -> segment -> preprocess -> classify -> result.
+"""One frame through the station: trust gate -> training scale -> segment -> classify -> result.
 
-A field is ``uncertain`` when any of these holds (``FieldResult.reasons`` says which):
-- ``low-confidence``: the top probability is below the model's threshold;
-- ``no-cell``: segmentation found no blast-like cell;
-- ``out-of-distribution``: the field's mean LAB colour lies more than ``max_z``
-  standard deviations from the training fields' (``ood`` in the bundle manifest),
-  or, for bundles without those figures, the field is nearly black or blank
-  (mean lightness outside ``BLANK_L``).
+The gate (``FieldPipeline.gate``) runs before inference: it measures the frame's red cells
+(``scale``), brings it to the training scale, judges focus, exposure and colour there
+(``quality``), and cuts a large frame into training-size fields. Each field is segmented and
+classified in one batch; a frame of several fields gets the mean probabilities of the fields
+that hold a cell (all of them when none does). The result is ``uncertain`` when any reason in
+``REASONS`` holds, and ``FieldResult.reasons`` says which (``duplicate`` is the slide's
+verdict, ``slide.SlideTally``). A frame the gate flags is still classified, so the station can
+show what the model would have said; the flag keeps it out of the slide's call.
+
+Bundles without ``trust.quality``/``trust.scale`` are judged with the built-in Taleqani figures,
+and without ``trust.features`` by their colour alone (``out_of_distribution``): each fallback
+is a line in ``FieldPipeline.notes``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,33 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from .bundle import MANIFEST
+from .imageio import check_field
 from .model import Model
+from .phash import perceptual_hash
+from .quality import judge, measure, parse_quality_reference
+from .scale import check_scale, normalise, parse_scale_reference, tiles
 from .segment import segment
 from .sources.base import Frame
+
+#: The stable reason strings of ``FieldResult.reasons`` and what each means.
+REASONS: dict[str, str] = {
+    "low-confidence": "the top probability is below the model's threshold",
+    "blurred": "out of focus: less fine detail than the training fields have",
+    "under-exposed": "too dark, or many pixels black",
+    "over-exposed": "too bright, or many pixels white in all three colours",
+    "colour-cast": "cell colours unlike the training fields' even after white balancing "
+    "(another stain or camera)",
+    "scale": "the magnification cannot be matched to the training fields: red cells smaller "
+    "than in training (a lower magnification), not measurable, or so large that the frame "
+    "holds less than a training field",
+    "too-small": "too few pixels, or less than a training field's worth of smear",
+    "no-cell": "no cell found: an empty or blank frame, or no blast-like cell",
+    "out-of-distribution": "the model's features (or, for bundles without feature statistics, "
+    "the field's colour) lie outside what it was trained on",
+    "duplicate": "the same field as an earlier one of the slide (identical bytes or a "
+    "perceptual hash within a few bits): counted once",
+}
 
 #: Mean LAB lightness (0-255) outside which a field is treated as blank or dark.
 BLANK_L = (30.0, 252.0)
@@ -27,7 +56,12 @@ BLANK_L = (30.0, 252.0)
 
 @dataclass
 class FieldResult:
-    """The outcome of one field: a classification, or an ``error``."""
+    """The outcome of one field: a classification, or an ``error``.
+
+    ``quality`` holds what the gate measured (``quality.measure``'s figures, plus
+    ``cell_diameter`` px, ``scale_factor`` applied and ``fields`` classified); ``phash`` is
+    the frame's perceptual hash (hex), the slide's near-duplicate evidence.
+    """
 
     source: str
     time: float
@@ -41,6 +75,9 @@ class FieldResult:
     cell_count: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    quality: dict[str, float] | None = None
+    phash: str | None = None
+    ood_score: float | None = None
 
     def to_json(self) -> dict:
         """The JSON-lines record: label/probabilities/... for a result, error for a failure."""
@@ -63,6 +100,9 @@ class FieldResult:
             "uncertain": self.uncertain,
             "cell_count": self.cell_count,
             "timings": {k: v / 1e3 for k, v in self.timings_ms.items()},
+            "reasons": list(self.reasons),
+            "quality": self.quality,
+            "phash": self.phash,
         }
 
 
@@ -89,7 +129,10 @@ def ood_reference(fields, max_z: float = 4.0) -> dict:
 
 
 def out_of_distribution(rgb: np.ndarray, ood: dict | None) -> bool:
-    """Whether an RGB uint8 (H, W, 3) field is far from the training fields (see module doc)."""
+    """Whether an RGB uint8 (H, W, 3) field's mean LAB colour lies more than ``max_z``
+    standard deviations from the training fields' (``ood`` in the manifest), or, without
+    those figures, the field is nearly black or blank (mean lightness outside ``BLANK_L``).
+    The fallback for bundles without feature statistics."""
     lab = colour_stat(rgb)
     if ood:
         z = np.abs(lab - np.asarray(ood["lab_mean"])) / np.maximum(np.asarray(ood["lab_std"]), 1.0)
@@ -97,14 +140,49 @@ def out_of_distribution(rgb: np.ndarray, ood: dict | None) -> bool:
     return not BLANK_L[0] <= lab[0] <= BLANK_L[1]
 
 
+@dataclass(frozen=True, eq=False)
+class Gate:
+    """What the gate found for a frame: ``reasons`` (from ``REASONS``), ``measures`` (for
+    ``FieldResult.quality``) and ``fields``, the RGB uint8 training-scale fields to classify
+    (the frame itself when it cannot be brought to the training scale)."""
+
+    reasons: tuple[str, ...]
+    measures: dict[str, float]
+    fields: list[np.ndarray]
+
+
 class FieldPipeline:
-    """Classify frames with a loaded model; never raises for a bad frame."""
+    """Classify frames with a loaded model; never raises for a bad frame.
+
+    ``notes`` lists the bundle's fallbacks (the model's own and the gate's).
+    """
 
     def __init__(self, model: Model, seg_mode: str = "robust", threshold: float | None = None):
         self.model = model
         self.seg_mode = seg_mode
         self.threshold = model.uncertain_threshold if threshold is None else float(threshold)
         self.ood = model.manifest.get("ood")
+        where = str(model.bundle / MANIFEST)
+        self.quality_ref, quality_note = parse_quality_reference(model.manifest, where)
+        self.scale_ref, scale_note = parse_scale_reference(model.manifest, where)
+        self.field_px = int(self.scale_ref["field_px"])
+        gate_notes = tuple(n for n in (quality_note, scale_note) if n)
+        self.notes: tuple[str, ...] = tuple(getattr(model, "notes", ())) + gate_notes
+
+    def gate(self, rgb: np.ndarray) -> Gate:
+        """Judge an RGB uint8 (H, W, 3) frame before inference (module doc)."""
+        sc = check_scale(rgb, self.scale_ref)
+        scaled = {"cell_diameter": round(sc.diameter, 2), "scale_factor": round(sc.factor, 3)}
+        if sc.reason == "too-small":
+            return Gate(("too-small",), scaled, [rgb])
+        norm = normalise(rgb, sc.factor)
+        m = measure(norm, self.field_px)
+        reasons = judge(m, self.quality_ref)
+        if sc.reason and "no-cell" not in reasons:  # an empty frame has no cells to measure
+            reasons += (sc.reason,)
+        fields = [rgb] if sc.reason else tiles(norm, self.field_px)
+        measures = {k: round(v, 4) for k, v in m.items()} | scaled | {"fields": len(fields)}
+        return Gate(reasons, measures, fields)
 
     def __call__(self, frame: Frame) -> FieldResult:
         res = FieldResult(frame.source_id, frame.time, frame.sha256, self.model.sha256)
@@ -113,25 +191,42 @@ class FieldPipeline:
             return res
         try:
             t0 = time.perf_counter()
-            seg = segment(frame.rgb, mode=self.seg_mode)
+            rgb = check_field(frame.rgb, frame.source_id)
+            gate = self.gate(rgb)
+            res.phash = perceptual_hash(rgb).tobytes().hex()
             t1 = time.perf_counter()
-            pred = self.model.predict(frame.rgb, seg.mask)
+            segs = [segment(f, mode=self.seg_mode) for f in gate.fields]
+            t2 = time.perf_counter()
+            preds = self.model.predict_batch(gate.fields, [s.mask for s in segs])
         except (ValueError, cv2.error) as exc:
             res.error = f"{frame.source_id}: {exc}"
             return res
-        res.label, res.probabilities, res.confidence = (
-            pred.label,
-            pred.probabilities,
-            pred.confidence,
-        )
-        res.cell_count = len(seg.cells)
-        res.timings_ms = {"segment": (t1 - t0) * 1e3, **pred.timings_ms}
-        reasons = []
-        if pred.confidence < self.threshold:
+        with_cells = [i for i, s in enumerate(segs) if s.cells] or list(range(len(segs)))
+        classes = self.model.classes
+        probs = np.mean([[preds[i].probabilities[c] for c in classes] for i in with_cells], 0)
+        k = int(np.argmax(probs))
+        res.label, res.confidence = classes[k], float(probs[k])
+        res.probabilities = {c: float(p) for c, p in zip(classes, probs)}
+        res.cell_count = sum(len(s.cells) for s in segs)
+        res.quality = gate.measures
+        per_field = preds[0].timings_ms  # predict_batch's per-field share of the batch
+        res.timings_ms = {
+            "gate": (t1 - t0) * 1e3,
+            "segment": (t2 - t1) * 1e3,
+            **{k: v * len(preds) for k, v in per_field.items()},
+        }
+        reasons = list(gate.reasons)
+        if res.confidence < self.threshold:
             reasons.append("low-confidence")
-        if not seg.cells:
+        if not any(s.cells for s in segs) and "no-cell" not in reasons:
             reasons.append("no-cell")
-        if out_of_distribution(frame.rgb, self.ood):
+        scores = [preds[i].ood_score for i in with_cells if preds[i].ood_score is not None]
+        res.ood_score = max(scores) if scores else None
+        if self.model.feature_stats is not None:
+            ood = any(preds[i].out_of_distribution for i in with_cells)
+        else:
+            ood = out_of_distribution(rgb, self.ood)
+        if ood:
             reasons.append("out-of-distribution")
         res.reasons, res.uncertain = tuple(reasons), bool(reasons)
         return res

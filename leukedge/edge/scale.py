@@ -41,8 +41,10 @@ from .bundle import BundleError
 SIGMAS = np.geomspace(1.0, 64.0, 61)
 #: Radial frequency bins per 1/size step of the discrete Fourier transform.
 RADIAL_BINS = 4
-#: The darkness quantile at which the stained signal is clipped.
-CLIP_QUANTILE = 0.7
+#: Grey levels above the background's darkness from which a pixel may be stained.
+BACKGROUND_NOISE = 8
+#: The stained signal is clipped at this quantile of the darkness of such pixels.
+CLIP_QUANTILE = 0.5
 #: A local maximum of the energy counts when it holds this share of the largest.
 PEAK_SHARE = 0.3
 #: Holes are left unfilled where filling them would cover more than this share of the frame
@@ -65,15 +67,15 @@ MAX_TILES = 9
 #: training fields of the Taleqani set (224 x 224 px; ``leukedge data split``, seed 0).
 DEFAULT_SCALE = {
     "statistic": "typical red-cell diameter (px), granulometry of the stained mask",
-    "diameter_px": 17.8,
-    "band_px": [11.13, 49.05],
+    "diameter_px": 17.84,
+    "band_px": [11.08, 53.24],
     "field_px": 224,
     "n": 0,
 }
 
 
 def _histogram_quantile(hist: np.ndarray, q: float) -> int:
-    """The q-quantile bin of a (256,) histogram."""
+    """The q-quantile bin of a histogram."""
     c = np.cumsum(hist)
     return int(np.searchsorted(c, q * c[-1]))
 
@@ -108,7 +110,10 @@ def stained_mask(rgb: np.ndarray) -> np.ndarray:
     """
     dark = cv2.bitwise_not(np.ascontiguousarray(rgb[..., 1]))
     hist = cv2.calcHist([dark], [0], None, [256], [0, 256]).ravel()
-    clipped = np.minimum(dark, np.uint8(_histogram_quantile(hist, CLIP_QUANTILE)))
+    mode = int(np.argmax(np.convolve(hist, np.ones(5), mode="same")))  # the background
+    start = min(255, mode + BACKGROUND_NOISE)
+    clip = start + _histogram_quantile(hist[start:], CLIP_QUANTILE) if hist[start:].any() else 255
+    clipped = np.minimum(dark, np.uint8(min(255, clip)))
     t, _ = cv2.threshold(clipped, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     fg = (dark > t).view(np.uint8)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(1 - fg, connectivity=4)
