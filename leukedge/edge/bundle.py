@@ -183,7 +183,7 @@ def check_manifest(manifest: object, where: str | Path) -> None:
 
     Core keys are checked strictly: ``bundle_version`` (an integer, this leukedge's),
     ``classes`` (unique non-empty strings), ``model`` (``file``, a listed ``.onnx`` or
-    ``.tflite`` file; ``format``, ``output``, ``outputs``), ``preprocess`` (known keys,
+    ``.tflite`` file; ``format``, ``output``, ``outputs``, ``routes``), ``preprocess`` (known keys,
     modes, ``size`` 16..1024, finite ``scale`` and ``offset``), ``uncertain_threshold``
     (0..1), ``ood`` (``lab_mean``/``lab_std`` three numbers, ``max_z`` in (0, 10]),
     ``files`` (relative paths inside the bundle -> SHA-256 hex), ``inputs``. Other keys
@@ -243,6 +243,10 @@ def check_manifest(manifest: object, where: str | Path) -> None:
     c.object(model, "input")
     if model.get("quantization") is not None:  # null: an fp32 model file
         c.object(model, "quantization")
+    if "routes" in model:  # other files of the same network, per CPU (``routes``)
+        from .routes import parse_routes
+
+        parse_routes(m, str(where))
 
     pre = c.object(m, "preprocess", required=True)
     if unknown := sorted(set(pre) - set(Preprocess.__dataclass_fields__)):

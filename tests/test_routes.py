@@ -1,0 +1,65 @@
+"""Model routes: which of a bundle's model files a CPU runs (``leukedge.edge.routes``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from leukedge.edge.bundle import BundleError
+from leukedge.edge.routes import ROUTE_ENV, choose_route, machine_name, parse_routes
+
+X86_VNNI = {"machine": "x86_64", "features": ["avx2", "avx512_vnni"]}
+X86 = {"machine": "AMD64", "features": ["avx2"]}
+PI5 = {"machine": "aarch64", "features": ["asimd", "asimddp"]}
+PI3 = {"machine": "aarch64", "features": ["asimd"]}
+
+
+def manifest(routes: list) -> dict:
+    files = {"model.onnx": "0" * 64, "model-u8.onnx": "1" * 64, "model-dp.onnx": "2" * 64}
+    return {"model": {"file": "model.onnx", "routes": routes}, "files": files}
+
+
+ROUTES = [
+    {"file": "model-u8.onnx", "machines": ["x86_64"], "why": "uint8 activations on x86"},
+    {"file": "model-dp.onnx", "machines": ["aarch64"], "features": ["asimddp"]},
+]
+
+
+def test_machine_aliases():
+    assert machine_name("AMD64") == "x86_64" and machine_name("arm64") == "aarch64"
+
+
+@pytest.mark.parametrize(
+    "cpu, file",
+    [(X86_VNNI, "model-u8.onnx"), (X86, "model-u8.onnx"), (PI5, "model-dp.onnx"),
+     (PI3, "model.onnx"), ({"machine": "riscv64", "features": []}, "model.onnx")],
+)  # fmt: skip
+def test_first_fitting_route_else_the_model_file(cpu, file, monkeypatch):
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    assert choose_route(manifest(ROUTES), "m.json", cpu).file == file
+
+
+def test_no_routes_is_the_model_file(monkeypatch):
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    m = manifest([])
+    del m["model"]["routes"]
+    assert choose_route(m, "m.json", X86).file == "model.onnx"
+
+
+def test_env_override(monkeypatch):
+    monkeypatch.setenv(ROUTE_ENV, "model.onnx")
+    assert choose_route(manifest(ROUTES), "m.json", X86).file == "model.onnx"
+    monkeypatch.setenv(ROUTE_ENV, "other.onnx")
+    with pytest.raises(BundleError, match="m.json: LEUKEDGE_ROUTE=other.onnx"):
+        choose_route(manifest(ROUTES), "m.json", X86)
+
+
+@pytest.mark.parametrize(
+    "routes, problem",
+    [("x", "must be a list"), ([{"machines": []}], "must be an object with a file"),
+     ([{"file": "missing.onnx"}], "not listed in files"),
+     ([{"file": "model-u8.onnx", "machines": "x86_64"}], "machines must be a list"),
+     ([{"file": "model-u8.onnx", "speed": 2}], "unknown key")],
+)  # fmt: skip
+def test_bad_routes_name_the_manifest(routes, problem):
+    with pytest.raises(BundleError, match=f"m.json: .*{problem}"):
+        parse_routes(manifest(routes), "m.json")
