@@ -447,3 +447,20 @@ def test_station_is_safe_from_several_threads(tiny_bundle, tmp_path):
     assert failures == []
     record = station.slide("S-1")
     assert record["tally"]["fields"] == len(record["fields"]) == 12  # the repeats once
+
+
+def test_a_copied_field_is_stored_as_duplicate_and_never_evidence(tiny_bundle, tmp_path):
+    station = _station(tiny_bundle, tmp_path / "r")
+    station.open_slide("S-1")
+    (frame,) = _frames(1)
+    first = station.process(frame)
+    copy = station.process(Frame("cam#copy", rgb=frame.rgb.copy()))  # same pixels, new name
+    assert "duplicate" not in first.result.reasons and "duplicate" in copy.result.reasons
+    stored = {f["id"]: f["reasons"] for f in station.log.results("S-1")}
+    assert "duplicate" in stored[copy.id] and "duplicate" not in stored[first.id]
+    running = station.slide("S-1")["tally"]
+    assert running["duplicates"] == 1 and running["fields"] == 2
+    again = _station(tiny_bundle, tmp_path / "r")  # a restart rebuilds the same tally
+    again.open_slide("S-1")
+    assert again.slide("S-1")["tally"] == running
+    assert again.end_slide("S-1")["figures"]["duplicates"] == 1

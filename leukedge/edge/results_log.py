@@ -453,6 +453,14 @@ class ResultsLog:
         path = None if frame is None else str(frame)
         return self._insert(slide_id, (*values, path, str(error)))
 
+    def set_reasons(self, field_id: int, reasons: tuple[str, ...] | list[str]) -> None:
+        """Replace a logged field's reasons (e.g. add "duplicate", known once counted)."""
+        with self._sql():
+            self._db.execute(
+                "UPDATE results SET reasons = ? WHERE id = ?",
+                (json.dumps([str(r) for r in reasons]), field_id),
+            )
+
     def has(self, slide_id: str, source_id: str, image_sha256: str | None) -> bool:
         """True if this field (result or error) is already logged for the slide.
         Always False without ``image_sha256``: such errors are never deduplicated."""

@@ -32,7 +32,7 @@ from .results_log import (
     default_results_dir,
     validate_slide_id,
 )
-from .slide import MAX_UNCERTAIN, MIN_AGREEMENT, MIN_FIELDS, REFER, SlideTally
+from .slide import MAX_UNCERTAIN, MIN_AGREEMENT, MIN_FIELDS, SlideTally
 from .sources.base import Frame, Source
 
 logger = logging.getLogger(__name__)
@@ -55,27 +55,35 @@ def tally_from_rows(slide_id: str, rows: Iterable[dict[str, Any]]) -> SlideTally
     """A slide's ``SlideTally`` rebuilt from its logged rows (``ResultsLog.results``)."""
     tally = SlideTally(slide_id)
     for r in rows:
-        tally.add(r["label"], bool(r["uncertain"]), r["error"] is not None)
+        tally.add(
+            r["label"],
+            bool(r["uncertain"]),
+            r["error"] is not None,
+            sha256=r["image_sha256"],
+            phash=r["phash"],
+            reasons=r["reasons"] or (),
+        )
     return tally
+
+
+#: ``SlideTally.summary`` keys that ``call_record`` keeps outside its figures.
+_NOT_FIGURES = ("slide", "call", "explanation", "refer", "notice")
 
 
 def call_record(tally: SlideTally) -> dict[str, Any]:
     """The call stored with an ended slide: ``label`` (None: no call), ``text``,
     ``refer`` (refer to a haematologist), the rule's ``figures`` and ``notice``."""
     summary = tally.summary()
-    figures = {
-        k: v for k, v in summary.items() if k not in ("slide", "call", "explanation", "notice")
-    }
+    figures = {k: v for k, v in summary.items() if k not in _NOT_FIGURES}
     figures["rule"] = {
         "max_uncertain": MAX_UNCERTAIN,
         "min_agreement": MIN_AGREEMENT,
         "min_fields": MIN_FIELDS,
     }
-    text = summary["explanation"]
     return {
         "label": summary["call"],
-        "text": text,
-        "refer": REFER in text,
+        "text": summary["explanation"],
+        "refer": summary["refer"],
         "figures": figures,
         "notice": summary["notice"],
     }
@@ -228,12 +236,13 @@ class Station:
             candidate = f"{base}-{n}"
         return candidate
 
-    def resume_slide(self) -> str | None:
-        """The latest open slide that ``run`` started for frames without a slide of
-        their own, with this model, if any (a restart continues it)."""
+    def resume_slide(self, origin: str = "run") -> str | None:
+        """The latest open slide with this model that ``origin`` started ("run": for
+        frames without a slide of their own; "web": the web page), if any (a restart
+        continues it)."""
         for info in reversed(self.log.slides()):
-            default = info.meta.get("origin") == "run"
-            if info.state == "open" and default and info.model_sha256 == self.model.sha256:
+            same = info.meta.get("origin") == origin
+            if info.state == "open" and same and info.model_sha256 == self.model.sha256:
                 return info.id
         return None
 
@@ -266,14 +275,24 @@ class Station:
             if slide not in self._tallies:
                 raise SlideError(f"slide {slide!r} ended while this field was classified")
             if res.error is None:
-                record = {"reasons": list(res.reasons), **res.log_record(), "frame": image}
-                field_id = self.log.log_result(slide, record)
+                field_id = self.log.log_result(slide, {**res.log_record(), "frame": image})
             else:
                 field_id = self.log.log_error(
                     slide, res.source, res.error, res.image_sha256, when=res.time, frame=image
                 )
-            if field_id is not None:
-                self._tallies[slide].add(res.label, res.uncertain, res.error is not None)
+            if field_id is None:
+                return LoggedField(slide, field_id, res)
+            copy = self._tallies[slide].add(
+                res.label,
+                res.uncertain,
+                res.error is not None,
+                sha256=res.image_sha256,
+                phash=res.phash,
+                reasons=res.reasons,
+            )
+            if copy:  # a copy of an earlier field: counted, never as evidence
+                res.reasons = (*res.reasons, "duplicate")
+                self.log.set_reasons(field_id, res.reasons)
             return LoggedField(slide, field_id, res)
 
     @contextmanager
