@@ -396,6 +396,21 @@ def segment(
     return Segmentation(mask, _cells(stats, centroids, keep), mode, t, scale, flags, st)
 
 
+def draw_outline(
+    rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0)
+) -> np.ndarray:
+    """A copy of an RGB uint8 (H, W, 3) image with the outline of a bool (H, W) mask drawn
+    in ``colour``, about 1 px per 224 px of the short side thick."""
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(f"mask {mask.shape} does not match the image {rgb.shape[:2]}")
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    out = np.ascontiguousarray(rgb, np.uint8).copy()
+    thickness = max(1, round(min(mask.shape) / REFERENCE_SIZE))
+    return cv2.drawContours(out, contours, -1, colour, thickness, cv2.LINE_AA)
+
+
 QC_PANELS = ("raw", "LAB a*", "clusters", "threshold", "cleaned", "imposed")
 
 
