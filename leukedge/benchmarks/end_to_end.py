@@ -1,4 +1,4 @@
-"""End to end, stage by stage: decode -> segment -> preprocess -> classify, per field.
+"""End to end, stage by stage: decode -> gate -> segment -> preprocess -> infer -> trust.
 
 Each bundle runs the station's own ``FieldPipeline`` (robust segmentation) on encoded
 224 px fields (the data folder's JPEGs, else generated fields as JPEG) and on
@@ -21,7 +21,10 @@ from ..edge.sources.base import Frame
 from ..edge.synth import synth_field
 from .segmentation import FRAME
 
-STAGES = ("decode", "segment", "preprocess", "infer")
+#: The pipeline's own stages (``FieldResult.timings_ms``) after decoding: the trust gate
+#: (scale, quality, tiles, perceptual hash), segmentation, preprocessing, inference and the
+#: model's trust step (calibration, feature distance).
+STAGES = ("decode", "gate", "segment", "preprocess", "infer", "trust")
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
@@ -61,7 +64,7 @@ def stage_times(pipeline: FieldPipeline, encoded: list[bytes]) -> dict:
             raise RuntimeError(result.error)
         ms["decode"].append((t1 - t0) * 1e3)
         for stage in STAGES[1:]:
-            ms[stage].append(result.timings_ms[stage])
+            ms[stage].append(result.timings_ms.get(stage, 0.0))
         ms["total"].append((t2 - t0) * 1e3)
         ms["other"].append(ms["total"][-1] - sum(ms[k][-1] for k in STAGES))
     out = {f"{k}_median_ms": float(np.median(v)) for k, v in ms.items()}

@@ -6,7 +6,7 @@ from ..evaluation.stats import fraction
 from . import segmentation
 
 MB = 1e6
-E2E_COLUMNS = ("decode", "segment", "preprocess", "infer", "other", "total")
+E2E_COLUMNS = ("decode", "gate", "segment", "preprocess", "infer", "trust", "other", "total")
 
 
 def _f(x, fmt: str = ".2f") -> str:
@@ -184,7 +184,8 @@ def end_to_end_section(e2e: dict) -> list[str]:
         "## End to end (median ms per field, one thread)",
         "",
         "The station's `FieldPipeline` (robust segmentation) on encoded fields and frames. "
-        "*other*: the rest of the call (image hash, out-of-distribution check, bookkeeping); "
+        "*gate*: scale, quality, tiles and perceptual hash; *trust*: calibration and feature "
+        "distance; *other*: the rest of the call (colour check, bookkeeping); "
         "*total*: the whole call, decode included.",
         "",
         *_table(header, rows),
