@@ -105,7 +105,8 @@ def mcnemar(only_a: int, only_b: int) -> float:
 def paired(correct_a, correct_b, names: tuple[str, str] = ("A", "B")) -> dict:
     """Two models on the same fields, given as per-field booleans (right or wrong): the
     discordant counts, the exact McNemar p-value and a verdict ("no measurable difference"
-    when p >= ``ALPHA``, else which one is better)."""
+    when p >= ``ALPHA``, else which one is right more often: on the shortcut audit that is
+    the worse model)."""
     a, b = [bool(x) for x in correct_a], [bool(x) for x in correct_b]
     if len(a) != len(b):
         raise ValueError(f"{len(a)} and {len(b)} fields: compare models on the same fields")
@@ -116,7 +117,7 @@ def paired(correct_a, correct_b, names: tuple[str, str] = ("A", "B")) -> dict:
     if p >= ALPHA:
         verdict = "no measurable difference"
     else:
-        verdict = f"{names[0] if only_a > only_b else names[1]} is better"
+        verdict = f"{names[0] if only_a > only_b else names[1]} is right more often"
     return {
         "models": list(names),
         "n": len(a),
