@@ -66,18 +66,17 @@ def test_mahalanobis_flags_a_shifted_cluster_and_passes_the_training_one():
     rng = np.random.default_rng(0)
     dim, classes = 48, 4
     means = rng.normal(0, 3, (classes, dim))
-    mix = rng.normal(size=(dim, dim)) * np.linspace(2, 0.05, dim)[:, None]  # correlated
+    mix = rng.normal(size=(dim, dim)) * np.linspace(0.4, 0.01, dim)[:, None]  # correlated
     train, y = _clusters(rng, 400, means, mix)
     val, _ = _clusters(rng, 200, means, mix)
     test, _ = _clusters(rng, 200, means, mix)
     stats = fit_feature_stats(train, y, classes, k=12)
     stats = stats.with_threshold(stats.distances(val), 99.5)
     assert stats.flag(test)[0].mean() <= 0.02
-    # Shifted along a direction the training fields barely vary in: a small shift, far out.
-    low = np.linalg.svd(mix, full_matrices=False)[2][-1]
-    assert stats.flag(test + 4 * np.linalg.norm(mix, axis=0).max() * low)[0].mean() >= 0.95
-    far, _ = _clusters(rng, 50, means + 12.0, mix)
-    assert stats.flag(far)[0].all()
+    shifted, _ = _clusters(rng, 100, means + rng.normal(0, 3, dim), mix)
+    assert stats.flag(shifted)[0].mean() >= 0.95
+    # Features are judged by their direction: a field's overall feature strength is not news.
+    np.testing.assert_allclose(stats.distances(3 * test), stats.distances(test), rtol=1e-4)
 
 
 def test_feature_stats_round_trip_through_json():
@@ -158,3 +157,45 @@ def test_feature_statistics_need_the_feature_output(tmp_path):
     write_manifest(folder, manifest)
     with pytest.raises(BundleError, match="nope"):
         load_model(folder, self_test=False)
+
+
+def _synthetic_split(tmp_path, n: int = 48):
+    """A split.csv of synthetic fields on disk: two thirds train, the rest val."""
+    import cv2
+
+    from leukedge.data.split import Row, write_split
+    from leukedge.edge.classes import CLASSES
+    from leukedge.edge.synth import synth_field
+
+    rows = []
+    for i in range(n):
+        label = CLASSES[i % len(CLASSES)]
+        rgb, _ = synth_field(label, size=(64, 64), seed=i)
+        path = tmp_path / "data" / label / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+        rows.append(Row(str(path), label, "train" if i < 2 * n // 3 else "val", i))
+    write_split(rows, tmp_path / "split.csv")
+    return tmp_path / "split.csv"
+
+
+def test_add_trust_writes_figures_the_model_uses(tmp_path):
+    import shutil
+
+    from leukedge.edge.model import load_model
+    from leukedge.errors import DataError
+    from leukedge.export.trust import add_trust
+
+    split = _synthetic_split(tmp_path)
+    folder = write_tiny_bundle(tmp_path / "b")
+    before = load_model(folder, self_test=False).predict(np.full((32, 32, 3), 120, np.uint8))
+    report = add_trust(folder, split)
+    assert report["val_n"] == 16 and report["feature_dim"] == 3
+    model = load_model(folder, self_test=False)  # SHA-256s re-stamped
+    assert model.notes == () and model.feature_stats.n == 32
+    after = model.predict(np.full((32, 32, 3), 120, np.uint8))
+    assert after.label == before.label and after.ood_score is not None
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    with pytest.raises(DataError, match="--data"):
+        add_trust(folder, split)
+    assert add_trust(folder, split, tmp_path / "moved")["train_n"] == 32

@@ -9,10 +9,59 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
+from ..console import console, err_console
 from . import fail
 
 app = typer.Typer(help="Maintain model bundles: trust figures, known-answer self-test, signature.")
+
+
+@app.command("add-trust")
+def add_trust(
+    bundle: str = typer.Argument(..., help="Bundle folder, its leukedge.json, or a shipped name."),
+    split_csv: Path = typer.Option(
+        ...,
+        "--split-csv",
+        help="The split the bundle's model was trained on (its SHA-256 is "
+        "checked against the manifest's data_manifest_sha256).",
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="The data set's folder, when it has moved since the split was made."
+    ),
+    percentile: float = typer.Option(
+        99.5, "--percentile", help="Validation percentile of the feature distance flagged above."
+    ),
+    target: float = typer.Option(
+        0.995, "--target", help="Accuracy the confident validation fields must reach."
+    ),
+    diagram: Path | None = typer.Option(
+        None, "--diagram", help="Write the reliability diagram (before/after) to this PNG."
+    ),
+) -> None:
+    """Add the feature output, the feature statistics (out-of-distribution score) and the
+    temperature calibration to a bundle, from its training split; re-stamps the SHA-256s."""
+    from ..export import trust
+
+    report = trust.add_trust(bundle, split_csv, data, percentile=percentile, target=target)
+    table = Table(title=f"trust figures of {report['bundle']} (validation, {report['val_n']})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("feature dimensions", str(report["feature_dim"])),
+        ("feature distance threshold", f"{report['feature_threshold']:.2f}"),
+        ("validation fields flagged by it", f"{report['val_flagged']:.2%}"),
+        ("temperature", f"{report['temperature']:.3f}"),
+        ("ECE before / after", f"{report['ece_before']:.4f} / {report['ece_after']:.4f}"),
+        (f"low-confidence threshold (target {target:.1%})", f"{report['threshold']:.3f}"),
+        ("validation fields under it", f"{report['val_under_threshold']:.2%}"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if diagram is not None:
+        path = trust.plot_reliability(report, diagram, Path(report["bundle"]).parent.name)
+        err_console.print(f"reliability diagram: {path}")
 
 
 @app.command("keygen")

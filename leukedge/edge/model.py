@@ -154,18 +154,24 @@ class Model:
         """float32 (N, ...) preprocessed batch(es) -> float32 (N, C) calibrated probabilities."""
         return self.calibrate(self.outputs(batch)["probabilities"])
 
-    def predict_batch(self, fields: list[np.ndarray], masks=None) -> list[Prediction]:
-        """Classify RGB uint8 fields; ``masks`` (bool (H, W) each) feed the "mask" input mode
-        and the "masked" input (computed with the bundle's segmentation when not given)."""
-        t0 = time.perf_counter()
+    def prepare_batch(self, fields: list[np.ndarray], masks=None):
+        """RGB uint8 fields -> the float32 (N, ...) model input (a list of them, one per model
+        input, for a multi-input model); ``masks`` (bool (H, W) each) feed the "mask" input
+        mode and the "masked" input (computed with the bundle's segmentation when not given)."""
         fields = [check_field(f) for f in fields]
         masks = masks if masks is not None else [None] * len(fields)
         batches = [
             np.stack([prepare(f, spec, m) for f, m in zip(fields, masks)])
             for spec in self.input_specs
         ]
+        return batches[0] if len(batches) == 1 else batches
+
+    def predict_batch(self, fields: list[np.ndarray], masks=None) -> list[Prediction]:
+        """Classify RGB uint8 fields (``masks``: see ``prepare_batch``)."""
+        t0 = time.perf_counter()
+        batch = self.prepare_batch(fields, masks)
         t1 = time.perf_counter()
-        outs = self.outputs(batches[0] if len(batches) == 1 else batches)
+        outs = self.outputs(batch)
         t2 = time.perf_counter()
         probs = self.calibrate(outs["probabilities"])
         n = len(fields)

@@ -6,7 +6,8 @@ of a manifest describes the model file: ``file``, ``format`` (onnx, tflite),
 ``precision``, ``input`` (``name``, ``shape``, ``layout``, ``dtype``, and
 ``quantization`` {scale, zero_point} for an integer input; a list of these for
 a multi-input model, in the file's input order), ``quantization`` (the
-settings, None for fp32) and ``output``.
+settings, None for fp32), ``output`` and ``outputs`` (the file's output names:
+"probabilities", and "features" where ``export.features`` could add them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from leukedge.evaluation.metrics import accuracy
 from leukedge.progress import progress_bar
 from leukedge.training.runs import find_run_config
 
+from .features import add_feature_output, model_outputs
 from .fidelity import fidelity, model_probs, to_markdown
 from .quantize_onnx import quantize_onnx
 
@@ -119,7 +121,9 @@ def _tflite_inputs(path: Path) -> list[dict]:
 
 
 def model_entry(path: Path, spec: Preprocess, precision: str, quantization: dict | None) -> dict:
-    """The manifest's ``model`` entry for an .onnx or .tflite file (see the module doc)."""
+    """The manifest's ``model`` entry for an .onnx or .tflite file (see the module doc), after
+    giving the file its pooled-feature output where it has pooled features."""
+    add_feature_output(path, required=False)
     fmt = path.suffix.lstrip(".")
     inputs = [
         {"name": e["name"], "shape": e["shape"], "layout": spec.layout, **e}
@@ -132,6 +136,7 @@ def model_entry(path: Path, spec: Preprocess, precision: str, quantization: dict
         "input": inputs[0] if len(inputs) == 1 else inputs,
         "quantization": quantization,
         "output": "probabilities",
+        "outputs": model_outputs(path),
     }
 
 

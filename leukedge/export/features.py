@@ -21,8 +21,15 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from leukedge.errors import ModelError
+
 #: The name of the feature output, in the file and in the manifest.
 FEATURES = "features"
+
+
+class NoPooledFeatures(ModelError):
+    """The model has no global pooling feeding its head to take the features from."""
+
 
 _ONNX_POOLS = ("GlobalAveragePool", "ReduceMean")
 _ONNX_PASS = ("Flatten", "Reshape", "Squeeze", "QuantizeLinear", "DequantizeLinear")
@@ -37,14 +44,14 @@ def _onnx_pooled(graph, path: Path) -> str:
             consumers[name].append(node)
     pools = [n for n in graph.node if n.op_type in _ONNX_POOLS]
     if not pools:
-        raise ValueError(f"{path}: no global pooling ({', '.join(_ONNX_POOLS)}) to take")
+        raise NoPooledFeatures(f"{path}: no global pooling ({', '.join(_ONNX_POOLS)}) to take")
     tensor = pools[-1].output[0]
     while True:
         nexts = consumers[tensor]
         if len(nexts) == 1 and nexts[0].op_type in _ONNX_HEADS:
             return tensor
         if len(nexts) != 1 or nexts[0].op_type not in _ONNX_PASS:
-            raise ValueError(
+            raise NoPooledFeatures(
                 f"{path}: the last global pooling does not lead to a single Gemm/MatMul "
                 f"(at {tensor!r}: {[n.op_type for n in nexts]})"
             )
@@ -93,7 +100,7 @@ def add_tflite_features(src: str | Path, dst: str | Path | None = None) -> Path:
     dst = src if dst is None else Path(dst)
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(src.read_bytes()))
     if len(model.subgraphs) != 1:
-        raise ValueError(f"{src}: {len(model.subgraphs)} subgraphs; expected one")
+        raise NoPooledFeatures(f"{src}: {len(model.subgraphs)} subgraphs; expected one")
     graph = model.subgraphs[0]
     names = [graph.tensors[i].name.decode() for i in graph.outputs]
     if FEATURES not in names:
@@ -105,7 +112,7 @@ def add_tflite_features(src: str | Path, dst: str | Path | None = None) -> Path:
 
         means = [op for op in graph.operators if code(op) == mean]
         if not means:
-            raise ValueError(f"{src}: no MEAN (global average pooling) to take")
+            raise NoPooledFeatures(f"{src}: no MEAN (global average pooling) to take")
         tensor = int(means[-1].outputs[0])
         graph.tensors[tensor].name = FEATURES.encode()
         graph.outputs = [*graph.outputs, tensor]
@@ -117,14 +124,22 @@ def add_tflite_features(src: str | Path, dst: str | Path | None = None) -> Path:
     return dst
 
 
-def add_feature_output(src: str | Path, dst: str | Path | None = None) -> Path:
+def add_feature_output(
+    src: str | Path, dst: str | Path | None = None, required: bool = True
+) -> Path | None:
     """``add_onnx_features`` or ``add_tflite_features`` by file suffix; a file that has the
-    output already is left as it is."""
+    output already is left as it is. A model without pooled features raises
+    ``NoPooledFeatures``, or with ``required=False`` is left as it is (returns None)."""
     src = Path(src)
     adders = {".onnx": add_onnx_features, ".tflite": add_tflite_features}
     if src.suffix.lower() not in adders:
-        raise ValueError(f"{src}: unknown model format (expected .onnx or .tflite)")
-    return adders[src.suffix.lower()](src, dst)
+        raise ModelError(f"{src}: unknown model format (expected .onnx or .tflite)")
+    try:
+        return adders[src.suffix.lower()](src, dst)
+    except NoPooledFeatures:
+        if required:
+            raise
+        return None
 
 
 def model_outputs(path: str | Path) -> dict[str, str]:
