@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from leukedge.cli import app as cli
 from leukedge.edge.model import load_model
+from leukedge.edge.sources import SyntheticSource
 from leukedge.station.security import MIN_TOKEN, ServeError, check_bind
 from leukedge.station.server import bind
 
@@ -101,6 +102,19 @@ def test_slide_lifecycle_every_route(client):
     assert mode.json() == {"mode": "auto"}
     assert client.get("/api/status").json()["camera"]["trigger"]["mode"] == "auto"
     assert _post(client, "/api/capture-mode", {"mode": "every"}).status_code == 400
+
+
+def test_a_restart_continues_the_open_slide(model, tmp_path):
+    app, _, _ = make_app(model, tmp_path / "results")
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        _post(client, "/api/slides", {"slide": "S-9", "operator": "B"})
+        assert _post(client, "/api/capture").status_code == 201
+    restarted = lambda: SyntheticSource(n=None, size=(64, 64), seed=1)  # noqa: E731
+    app, _, _ = make_app(model, tmp_path / "results", opener=restarted)  # the service again
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        assert client.get("/api/status").json()["current"] == "S-9"
+        assert _post(client, "/api/capture").status_code == 201
+        assert client.get("/api/slides/S-9").json()["tally"]["fields"] == 2
 
 
 def test_report_route(client):

@@ -29,8 +29,9 @@ DOCS_IMG = Path(__file__).resolve().parents[1] / "docs/img"
 #: The screenshots the READMEs show.
 README_SHOTS = ("station-page.png", "station-field.png", "station-report.png",
                 "station-camera-gone.png")  # fmt: skip
-#: Synthetic camera frames: a 4:3 field as a camera gives it.
-FRAME = (640, 480)
+#: Synthetic camera frames: a 4:3 field as a camera gives it, at the scale of the
+#: model's training fields (larger synthetic frames are flagged "scale").
+FRAME = (320, 240)
 LABEL = re.compile(r"^#\d+ (Benign|Early|Pre|Pro) \d+%$")
 
 if CHROMIUM is None or CHROMEDRIVER is None:
@@ -58,10 +59,16 @@ def browser(tmp_path, monkeypatch):
         driver.quit()
 
 
-def _shot(driver, tmp_path: Path, name: str) -> Path:
-    """A screenshot in the test's folder (and in docs/img/ when LEUKEDGE_SCREENSHOTS is set)."""
+def _shot(driver, tmp_path: Path, name: str, whole: bool = False) -> Path:
+    """A screenshot in the test's folder (and in docs/img/ when LEUKEDGE_SCREENSHOTS is set);
+    ``whole``: of the whole page, not only the window."""
     path = tmp_path / name
+    size = driver.get_window_size()
+    if whole:
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(size["width"], height + 100)
     assert driver.save_screenshot(str(path)), name
+    driver.set_window_size(size["width"], size["height"])
     print(f"screenshot: {path}")
     if os.environ.get("LEUKEDGE_SCREENSHOTS") and name in README_SHOTS:
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
@@ -158,7 +165,7 @@ def test_a_slide_from_the_page(browser, tmp_path):
             ".filter(n => !n.startsWith('data:'))"
         )
         assert external == [], external  # self-contained: nothing fetched
-        _shot(browser, tmp_path, "station-report.png")
+        _shot(browser, tmp_path, "station-report.png", whole=True)
 
 
 def test_camera_gone_shows_a_clear_message(browser, tmp_path):

@@ -43,6 +43,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from ..edge.report import slide_report
 from ..edge.results_log import ResultsError, SlideError, validate_slide_id
 from ..edge.slide import NOTICE
 from ..edge.sources.base import Frame
@@ -96,6 +97,7 @@ class StationWeb:
         self.viewers = 0
         self.closing = threading.Event()  # set on a stop: live views end, the server stops
         self.auto_note: str | None = None  # why the last auto-captured field was not taken
+        station.current = station.current or station.resume_slide("web")  # after a restart
         self._auto = ThreadPoolExecutor(1, thread_name_prefix="leukedge-auto")
         camera.on_auto = lambda frame: self._auto.submit(self._auto_field, frame)
 
@@ -256,8 +258,6 @@ class StationWeb:
         return HTMLResponse(html, headers={"content-security-policy": REPORT_CSP, **NO_STORE})
 
     def _report(self, slide: str) -> str:
-        from ..edge.report import slide_report
-
         try:
             return slide_report(self.station.log, slide)
         except KeyError as exc:

@@ -38,6 +38,8 @@ READ_FPS = 8.0
 CAPTURE_WAIT = 5.0
 #: Seconds before a failed or ended source is opened again.
 REOPEN_AFTER = 5.0
+#: The camera's state before its first frame (a capture then waits for one).
+STARTING = "starting"
 
 
 class CameraError(LeukedgeError, RuntimeError):
@@ -121,7 +123,7 @@ class LiveCamera:
         self._waiting = 0  # captures waiting for a field
         self._field: Frame | None = None  # the last field taken for a capture
         self._fields = 0
-        self._error: str | None = "starting"
+        self._error: str | None = STARTING
         self._logged: str | None = None  # the problem last logged
         self._view_lock = threading.Lock()
         self._view: tuple[object, str | None, bytes] | None = None  # (frame, caption, JPEG)
@@ -171,14 +173,16 @@ class LiveCamera:
         """The next frame the trigger takes, at full resolution (waits up to ``timeout`` s);
         ``CameraError`` naming the camera's problem when none comes."""
         with self._cond:
-            if self._error is not None:
+            if self._error not in (None, STARTING):
                 raise CameraError(f"camera {self.name}: {self._error}")
             self._waiting += 1
             seen = self._fields
             self.trigger.request()
             try:
                 done = self._cond.wait_for(
-                    lambda: self._fields > seen or self._error is not None or self.stopped,
+                    lambda: (
+                        self._fields > seen or self._error not in (None, STARTING) or self.stopped
+                    ),
                     timeout,
                 )
             finally:

@@ -12,7 +12,8 @@ import numpy as np
 from ..edge.capture_trigger import preview
 from ..edge.explain import occlusion_map, overlay, preprocessed_view
 from ..edge.imageio import FieldError, read_field
-from ..edge.segment import draw_outline, segment
+from ..edge.report import thumbnail
+from ..edge.segment import segment
 from ..edge.station import Station
 from ..errors import LeukedgeError
 
@@ -65,9 +66,9 @@ class FieldImages:
             raise FieldImageError(f"field {field_id}: its image cannot be read ({exc})") from exc
 
     def _thumbnail(self, field_id: int) -> bytes:
-        """JPEG: the field ``THUMB_WIDTH`` px wide with the blast mask outline."""
-        small = preview(self.field(field_id), THUMB_WIDTH)
-        return encode_jpeg(draw_outline(small, segment(small).mask), 85)
+        """JPEG: the field ``THUMB_WIDTH`` px wide with the blast mask outline (as in the
+        report)."""
+        return encode_jpeg(thumbnail(self.field(field_id), THUMB_WIDTH), 85)
 
     def _view(self, field_id: int) -> bytes:
         """PNG: what the model was given (the preprocessed, centre-cropped view)."""

@@ -5,6 +5,7 @@ model is loaded)."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
@@ -25,7 +26,8 @@ CAMERA_KINDS = ("picamera2", "usb", "video", "synthetic")
 def camera_opener(config: StationConfig) -> Callable[[], Source]:
     """A function opening ``config.source`` anew (the camera reopens it after a failure);
     ``ServeError`` for a source that is not a camera, ``ValueError`` for bad options
-    (checked now). A synthetic source without ``n`` is endless."""
+    (checked now). A synthetic source without ``n`` is endless, and without ``seed`` gives
+    other fields at each start (a restarted simulation continues its slide)."""
     kind = source_kind(config.source)
     if kind not in CAMERA_KINDS:
         raise ServeError(
@@ -34,8 +36,10 @@ def camera_opener(config: StationConfig) -> Callable[[], Source]:
         )
     options = config.options_for()
     query = dict(parse_qsl(urlsplit(config.source).query))
-    if kind == "synthetic" and "n" not in query:
-        options.setdefault("n", None)
+    if kind == "synthetic":  # simulation: endless, and new fields after a restart
+        for key, value in (("n", None), ("seed", int(time.time()))):
+            if key not in query:
+                options.setdefault(key, value)
     open_source(config.source, **options)  # refuses bad options before anything starts
 
     def opener() -> Source:

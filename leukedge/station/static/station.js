@@ -4,6 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 let current = null; // the slide shown
+let stationCurrent = null; // the station's current slide, as last seen
 let busy = false;
 
 async function api(method, path, body) {
@@ -64,9 +65,12 @@ async function refreshStatus() {
   $("auto").checked = cam.trigger && cam.trigger.mode === "auto";
   if (status.auto_note) $("capture-state").textContent = status.auto_note;
   if (!$("slide-id").value && status.new_slide) $("slide-id").value = status.new_slide;
-  if (status.current && status.current !== current) {
-    current = status.current;
-    await refreshSlide();
+  if (status.current !== stationCurrent) { // a slide started here, elsewhere, or before a restart
+    stationCurrent = status.current;
+    if (stationCurrent !== null && stationCurrent !== current) {
+      current = stationCurrent;
+      await refreshSlide();
+    }
   }
   updateButtons();
 }
@@ -79,15 +83,19 @@ function updateButtons(state) {
 
 // -- the slide ---------------------------------------------------------------------------
 
+let slideRequests = 0; // only the latest request's answer is shown (answers may cross)
+
 async function refreshSlide() {
   if (current === null) return;
+  const mine = ++slideRequests;
   let record;
   try {
     record = await api("GET", `/api/slides/${encodeURIComponent(current)}`);
   } catch (err) {
-    say(err.message, "error");
+    if (mine === slideRequests) say(err.message, "error");
     return;
   }
+  if (mine !== slideRequests) return;
   const info = record.slide;
   const tally = record.tally;
   $("current").hidden = false;
@@ -174,13 +182,17 @@ function showField(f) {
   $("detail").scrollIntoView({ behavior: "smooth" });
 }
 
+let listRequests = 0;
+
 async function refreshSlides() {
+  const mine = ++listRequests;
   let data;
   try {
     data = await api("GET", "/api/slides");
   } catch (err) {
     return;
   }
+  if (mine !== listRequests) return;
   const list = $("slides");
   list.replaceChildren();
   for (const s of data.slides.slice(0, 20)) {
