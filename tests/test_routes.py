@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from leukedge.edge.bundle import BundleError
@@ -63,3 +64,22 @@ def test_env_override(monkeypatch):
 def test_bad_routes_name_the_manifest(routes, problem):
     with pytest.raises(BundleError, match=f"m.json: .*{problem}"):
         parse_routes(manifest(routes), "m.json")
+
+
+def test_uint8_activations_keep_the_shipped_model_s_outputs_at_any_batch(tmp_path):
+    """The shipped S8S8 default with uint8 activations: the same probabilities (every
+    quantized value kept), and batches run in one inference."""
+    pytest.importorskip("onnx")
+    from leukedge.edge.backends import open_backend
+    from leukedge.edge.model import MODELS_DIR
+    from leukedge.export.routes import uint8_activations
+
+    src = MODELS_DIR / "default" / "model.onnx"
+    dst = uint8_activations(src, tmp_path / "model-u8s8.onnx")
+    x = np.random.default_rng(0).random((3, 3, 224, 224), dtype=np.float32)
+    ref = np.concatenate([open_backend(src, threads=1).run(x[i : i + 1]) for i in range(3)])
+    route = open_backend(dst, threads=1)
+    assert route.input_shape[0] == -1
+    np.testing.assert_allclose(route.run(x), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="not an S8S8 QDQ model"):
+        uint8_activations(dst, tmp_path / "again.onnx")
