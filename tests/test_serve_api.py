@@ -65,6 +65,13 @@ def test_page_status_and_static_files(client):
     assert status["new_slide"].startswith("slide-")
 
 
+def test_the_page_escapes_what_it_shows(model, tmp_path):
+    app, _, _ = make_app(model, tmp_path / "results", name="usb:<b>0</b>")
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        page = client.get("/").text
+    assert "usb:&lt;b&gt;0&lt;/b&gt;" in page and "<b>0</b>" not in page
+
+
 def test_slide_lifecycle_every_route(client):
     made = _post(client, "/api/slides", {"slide": "S-0042", "operator": "A. Tech"})
     assert made.status_code == 201, made.text
