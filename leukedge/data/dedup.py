@@ -2,9 +2,8 @@
 
 Exact duplicates share a SHA-256 of the file bytes. Near duplicates (the same
 field photographed twice, slightly shifted or refocused) share a 64-bit DCT
-perceptual hash within ``NEAR_DUPLICATE_BITS`` bits. On the Taleqani set the
-pair-count grows slowly up to 10 bits (83 pairs, every one of them the same
-field on inspection) and jumps after 13 bits (272 pairs), hence the default.
+perceptual hash (``leukedge.edge.phash``, which the station uses too) within
+``NEAR_DUPLICATE_BITS`` bits.
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ import hashlib
 
 import numpy as np
 
-from ..edge.phash import NEAR_DUPLICATE_BITS, perceptual_hash
-
-__all__ = ["NEAR_DUPLICATE_BITS", "content_hash", "group_duplicates", "perceptual_hash"]
+from ..edge.phash import NEAR_DUPLICATE_BITS
 
 
 def content_hash(data: bytes) -> str:

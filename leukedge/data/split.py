@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..edge.imageio import FieldError, decode_field
+from ..edge.phash import NEAR_DUPLICATE_BITS, perceptual_hash
 from ..errors import DataError, MissingFileError, UsageError
 from ..progress import progress_bar
-from .dedup import NEAR_DUPLICATE_BITS, content_hash, group_duplicates, perceptual_hash
+from .dedup import content_hash, group_duplicates
 from .layouts import Dataset
 
 SPLITS = ("train", "val", "test")
