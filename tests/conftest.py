@@ -1,12 +1,56 @@
-"""Shared fixtures: a tiny ONNX model bundle built without any training framework."""
+"""Shared fixtures: a tiny ONNX model bundle built without any training framework, the
+shared real data (``../shared`` beside the clone) and its leak-safe split, and a summary
+line per skipped marker group so that no heavy check is skipped silently."""
 
 from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from leukedge.edge.classes import CLASSES
 from leukedge.edge.preprocess import Preprocess
+
+#: The real data the ``shared`` tests read: beside the clone, never inside it.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TALEQANI = SHARED_DATA / "taleqani-all"
+
+
+def need_shared(path: Path = TALEQANI) -> Path:
+    """``path`` under ../shared, or skip the test saying which folder is missing."""
+    if not path.is_dir():
+        pytest.skip(f"{path} is not present (real data: clone beside ../shared to run this)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_split(tmp_path_factory) -> Path:
+    """``split.csv`` of ``leukedge data split ../shared/data/taleqani-all`` (4 classes, seed 0,
+    the shipped bundles' split), rebuilt once per session (~15 s)."""
+    from typer.testing import CliRunner
+
+    from leukedge.cli import app
+
+    need_shared()
+    out = tmp_path_factory.mktemp("split4")
+    done = CliRunner().invoke(app, ["data", "split", str(TALEQANI), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    return out / "split.csv"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per marker group (``shared``, ``slow``) with skipped tests, and why."""
+    groups: dict[str, Counter] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        marks = [m for m in ("shared", "slow") if m in report.keywords]
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for mark in marks:
+            groups.setdefault(mark, Counter())[reason.removeprefix("Skipped: ")] += 1
+    for mark, reasons in sorted(groups.items()):
+        for reason, n in reasons.most_common():
+            terminalreporter.write_line(f"{mark}: {n} test(s) skipped: {reason}", yellow=True)
 
 
 def write_tiny_bundle(folder, size: int = 32, input_mode: str = "field", seed: int = 0):
