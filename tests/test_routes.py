@@ -39,6 +39,14 @@ def test_first_fitting_route_else_the_model_file(cpu, file, monkeypatch):
     assert choose_route(manifest(ROUTES), "m.json", cpu).file == file
 
 
+def test_a_route_another_backend_runs_is_skipped(monkeypatch):
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    tflite = [{"file": "model.tflite", "machines": ["x86_64"]}, *ROUTES]
+    m = manifest(tflite)
+    m["files"]["model.tflite"] = "3" * 64
+    assert choose_route(m, "m.json", X86, backend="onnxruntime").file == "model-u8.onnx"
+
+
 def test_no_routes_is_the_model_file(monkeypatch):
     monkeypatch.delenv(ROUTE_ENV, raising=False)
     m = manifest([])
@@ -49,8 +57,11 @@ def test_no_routes_is_the_model_file(monkeypatch):
 def test_env_override(monkeypatch):
     monkeypatch.setenv(ROUTE_ENV, "model.onnx")
     assert choose_route(manifest(ROUTES), "m.json", X86).file == "model.onnx"
+    assert choose_route(manifest(ROUTES), "m.json", X86, forced="model-dp.onnx").file == (
+        "model-dp.onnx"
+    )
     monkeypatch.setenv(ROUTE_ENV, "other.onnx")
-    with pytest.raises(BundleError, match="m.json: LEUKEDGE_ROUTE=other.onnx"):
+    with pytest.raises(BundleError, match="m.json: route 'other.onnx' is not a model file"):
         choose_route(manifest(ROUTES), "m.json", X86)
 
 

@@ -367,7 +367,7 @@ def check_model_file(model) -> None:
     its output width or its own class names (ONNX ``names`` metadata, TFLite "leukedge"
     metadata) differ from ``classes``, or "probabilities" are not probabilities."""
     where = model.bundle / MANIFEST
-    file = model.bundle / model.manifest["model"]["file"]
+    file = getattr(model, "model_file", None) or model.bundle / model.manifest["model"]["file"]
     classes = list(model.classes)
     names = class_names((getattr(model.backend, "metadata", None) or {}).get("names"))
     if names is None and file.suffix == ".tflite":

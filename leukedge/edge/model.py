@@ -15,6 +15,7 @@ from .calibration import Calibration
 from .features import FeatureStats
 from .imageio import check_field
 from .preprocess import Preprocess, prepare
+from .routes import choose_route
 from .selftest import check_self_test
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -77,21 +78,32 @@ class Model:
     "features" output (optional, ``leukedge.export.features``). Its ``trust`` section adds
     the feature statistics (``leukedge.edge.features``) and the calibration
     (``leukedge.edge.calibration``); ``notes`` says what a bundle without them falls back to.
+    ``route`` (``leukedge.edge.routes``) is the model file run here: the one of the
+    manifest's ``model.routes`` for this CPU, else ``model.file`` (``route=`` names one).
     """
 
-    def __init__(self, bundle: Path, manifest: dict, backend: str, threads: int | None):
+    def __init__(
+        self,
+        bundle: Path,
+        manifest: dict,
+        backend: str,
+        threads: int | None,
+        route: str | None = None,
+    ):
         self.bundle = bundle
         self.manifest = manifest
         self.classes: tuple[str, ...] = tuple(manifest["classes"])
         self.preprocess = Preprocess.from_dict(manifest["preprocess"])
         self.input_specs = input_specs(self.preprocess, manifest.get("inputs", ["field"]))
-        model_file = bundle / manifest["model"]["file"]
-        self.sha256 = manifest["files"].get(manifest["model"]["file"])  # checked by load_model
+        where = str(bundle / MANIFEST)
+        #: The model file run here: ``model.file`` or the route for this CPU (``routes``).
+        self.route = choose_route(manifest, where, backend=backend, forced=route)
+        self.model_file = model_file = bundle / self.route.file
+        self.sha256 = manifest["files"].get(self.route.file)  # checked by load_model
         if self.sha256 is None:
             raise BundleError(f"{model_file}: not listed in the manifest's files; refusing it")
         self.backend = open_backend(model_file, backend, threads)
         self.output = manifest["model"].get("output", "probabilities")
-        where = str(bundle / MANIFEST)
         named = manifest["model"].get("outputs") or {}
         self.output_names = {"probabilities": self.backend.output_names[0], **named}
         if missing := sorted(set(self.output_names.values()) - set(self.backend.output_names)):
@@ -211,14 +223,16 @@ def load_model(
     threads: int | None = None,
     self_test: bool = True,
     trusted_key: str | Path | None = None,
+    route: str | None = None,
 ) -> Model:
     """Load and verify a bundle; refuses (``BundleError``) one whose SHA-256s do not match and
     (``SelfTestError``, with ``self_test``) one the runtime here computes wrongly, and
-    (``SignatureError``, with ``trusted_key``, a public key file) one not signed with it."""
+    (``SignatureError``, with ``trusted_key``, a public key file) one not signed with it.
+    ``route``: the bundle's model file to run (default: the one for this CPU, ``routes``)."""
     bundle = resolve_bundle(path)
     manifest = read_manifest(bundle, trusted_key)
     verify_bundle(bundle, manifest)
-    model = Model(bundle, manifest, backend, threads)
+    model = Model(bundle, manifest, backend, threads, route)
     check_model_file(model)
     if self_test:
         check_self_test(model)

@@ -92,23 +92,30 @@ def parse_routes(manifest: dict, where: str) -> tuple[Route, ...]:
     return tuple(routes)
 
 
-def choose_route(manifest: dict, where: str, cpu: dict | None = None) -> Route:
-    """The model file to run here: ``LEUKEDGE_ROUTE`` when set (it must be ``model.file``
-    or a route's file), else the first route that fits ``cpu`` (default: this machine's
-    ``cpu_info()``) and whose runtime is installed, else ``model.file``."""
+def choose_route(
+    manifest: dict,
+    where: str,
+    cpu: dict | None = None,
+    backend: str = "auto",
+    forced: str | None = None,
+) -> Route:
+    """The model file to run here: ``forced`` or else ``LEUKEDGE_ROUTE`` when set (it must
+    be ``model.file`` or a route's file), else the first route that fits ``cpu`` (default:
+    this machine's ``cpu_info()``) and runs on ``backend`` ("auto": any installed runtime),
+    else ``model.file``."""
     default = Route(manifest["model"]["file"], why="the bundle's portable model file")
     routes = parse_routes(manifest, where)
-    forced = os.environ.get(ROUTE_ENV)
+    forced = forced or os.environ.get(ROUTE_ENV)
     if forced:
         known = {r.file: r for r in (default, *routes)}
         if forced not in known:
             raise BundleError(
-                f"{where}: {ROUTE_ENV}={forced} is not a model file of this bundle "
-                f"(choose {', '.join(known)}) or unset it"
+                f"{where}: route {forced!r} is not a model file of this bundle; choose "
+                f"{', '.join(known)} (or unset {ROUTE_ENV})"
             )
-        return Route(forced, why=f"chosen by {ROUTE_ENV}")
+        return Route(forced, why="asked for")
     cpu = cpu_info() if cpu is None else cpu
-    runtimes = available_backends()
+    runtimes = available_backends() if backend == "auto" else [backend]
     runnable = (
         r for r in routes if FORMAT_BACKEND[PurePosixPath(r.file).suffix.lower()] in runtimes
     )
