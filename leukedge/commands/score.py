@@ -127,6 +127,8 @@ def score(
     except KeyboardInterrupt:
         err_console.print(f"interrupted; the same command resumes into {out}")
         raise typer.Exit(130) from None
+    for text in report.summary["notes"]:
+        _note(text)
     _print_slides(report.summary, report.out)
     err_console.print(
         f"scored {report.scored} fields ({report.errors} errors, {report.skipped} already in "

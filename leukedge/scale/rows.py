@@ -3,7 +3,8 @@
 A record holds only str, float, int, bool, None and a list of str, so the same record
 travels between processes, through Ray's object store and into Parquet or CSV:
 ``probabilities`` is JSON text (class -> probability, the model's class order) and
-``reasons`` a list of the pipeline's reason strings.
+``reasons`` a list of the pipeline's reason strings (``pipeline.REASONS``), ``phash`` the
+field's perceptual hash (hex) with which the slide rule counts near-copies once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ COLUMNS: dict[str, str] = {
     "uncertain": "bool",
     "reasons": "list<string>",
     "cell_count": "int64",
+    "phash": "string",
+    "ood_score": "float64",
     "model": "string",
     "model_sha256": "string",
     "error": "string",
@@ -75,6 +78,8 @@ def score_tasks(pipeline: FieldPipeline, model_name: str, tasks: Iterable[Task])
                 "uncertain": bool(result.uncertain),
                 "reasons": list(result.reasons),
                 "cell_count": int(result.cell_count),
+                "phash": result.phash,
+                "ood_score": result.ood_score,
                 "model": model_name,
                 "model_sha256": pipeline.model.sha256,
                 "error": result.error,

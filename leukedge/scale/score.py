@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..edge.model import Model, load_model
+from ..edge.pipeline import FieldPipeline
 from ..edge.slide import SlideTally
 from ..errors import UsageError
 from .listing import field_refs, list_fields
@@ -27,7 +28,8 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class ScoreReport:
-    """What one ``score_archive`` run did; ``summary`` is what ``slides.json`` holds."""
+    """What one ``score_archive`` run did; ``summary`` is what ``slides.json`` holds
+    (``notes``: how the pipeline judged fields, e.g. with built-in trust figures)."""
 
     out: Path
     summary: dict
@@ -84,7 +86,14 @@ def slide_summary(rows: Sequence[dict], model: Model) -> dict:
     tallies: dict[str, SlideTally] = {}
     for row in sorted(rows, key=lambda r: r["path"]):
         tally = tallies.setdefault(row["slide"], SlideTally(row["slide"]))
-        tally.add(row["label"], bool(row["uncertain"]), row["error"] is not None)
+        tally.add(
+            row["label"],
+            bool(row["uncertain"]),
+            row["error"] is not None,
+            sha256=row["sha256"],
+            phash=row["phash"],
+            reasons=row["reasons"],
+        )
     return {
         "model": model.name,
         "model_sha256": model.sha256,
@@ -131,9 +140,11 @@ def score_archive(
             progress(scored + skipped, len(tasks))
     seconds = time.perf_counter() - t0
     listed = {r.path for r in refs}
-    stored = store.records(net.sha256, ["slide", "label", "uncertain", "error"])
+    columns = ["slide", "sha256", "phash", "label", "uncertain", "reasons", "error"]
+    stored = store.records(net.sha256, columns)
     rows = [r for p, r in stored.items() if p in listed]
-    summary = {"source": str(src), **slide_summary(rows, net)}
+    notes = list(FieldPipeline(net).notes)  # e.g. built-in trust figures for an old bundle
+    summary = {"source": str(src), **slide_summary(rows, net), "notes": notes}
     store.write_slides(summary)
     return ScoreReport(store.out, summary, scored, skipped, errors, seconds)
 

@@ -64,7 +64,8 @@ def _csv_cell(value) -> str:
 def _from_csv(row: dict) -> dict:
     """A CSV row back to a record (empty cells are None)."""
     rec = {k: (row.get(k) or None) for k in COLUMNS}
-    rec["confidence"] = None if rec["confidence"] is None else float(rec["confidence"])
+    for k in ("confidence", "ood_score"):
+        rec[k] = None if rec[k] is None else float(rec[k])
     rec["uncertain"] = rec["uncertain"] == "True"
     rec["cell_count"] = int(rec["cell_count"] or 0)
     rec["reasons"] = rec["reasons"].split(";") if rec["reasons"] else []
