@@ -106,6 +106,7 @@ def trained(tmp_path_factory):
     from leukedge.data.split import make_split
     from leukedge.edge.preprocess import Preprocess
     from leukedge.edge.synth import write_synth_dataset
+    from leukedge.export.common import ExportSettings
     from leukedge.export.yolo import export_yolo_bundles
     from leukedge.training.yolo import build_imagefolder, train_yolo
 
@@ -124,9 +125,8 @@ def trained(tmp_path_factory):
         build_imagefolder(work / "split.csv", work / "folder")
         pt = train_yolo(work / "folder", work / "run", epochs=1, imgsz=SIZE, batch=8, plots=False)
         spec = Preprocess(input_mode="field", size=SIZE)
-        bundles = export_yolo_bundles(
-            pt, work / "export", split_csv=work / "split.csv", spec=spec, calib_n=16
-        )
+        settings = ExportSettings(work / "split.csv", calib_n=16)
+        bundles = export_yolo_bundles(pt, work / "export", spec, settings)
         yield {"work": work, "pt": pt, "spec": spec, "bundles": bundles}
 
 

@@ -187,13 +187,14 @@ def trained(work):
     """A 1-epoch tiny MobileNetV2 on the field-wb view, and its four exported bundles."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("tf2onnx")
+    from leukedge.export.common import ExportSettings
     from leukedge.export.keras import export_keras_bundles
     from leukedge.training.keras_train import keras_preprocess, train_keras
 
     spec = keras_preprocess("mobilenetv2", "field-wb", size=SIZE)
     split = work / "split.csv"
     best = train_keras(split, work / "run", spec=spec, epochs=1, batch=8, verbose=0, **TINY)
-    bundles = export_keras_bundles(best, work / "export", split_csv=split, spec=spec, calib_n=16)
+    bundles = export_keras_bundles(best, work / "export", spec, ExportSettings(split, calib_n=16))
     return {"best": best, "spec": spec, "bundles": bundles, "split": split}
 
 
@@ -380,6 +381,7 @@ def test_dual_model_trains_exports_and_runs_at_the_edge(work):
     from leukedge.edge.model import input_specs, load_model
     from leukedge.edge.preprocess import prepare
     from leukedge.edge.segment import segment
+    from leukedge.export.common import ExportSettings
     from leukedge.export.keras import export_keras_bundles
     from leukedge.training.keras_train import keras_preprocess, train_keras
 
@@ -389,10 +391,9 @@ def test_dual_model_trains_exports_and_runs_at_the_edge(work):
         split, work / "dual", spec=spec, dual=True, epochs=1, batch=8, verbose=0, **TINY
     )
     with pytest.raises(ValueError, match="multi-input"):
-        export_keras_bundles(best, work / "dual-export", split_csv=split, spec=spec)
-    bundles = export_keras_bundles(
-        best, work / "dual-export", split_csv=split, spec=spec, to=["tflite"], calib_n=16
-    )
+        export_keras_bundles(best, work / "dual-export", spec, ExportSettings(split))
+    settings = ExportSettings(split, calib_n=16)
+    bundles = export_keras_bundles(best, work / "dual-export", spec, settings, to=["tflite"])
     model = keras.models.load_model(best)
     _, fields = _val(work)
     masks = [segment(f, mode=spec.segmentation).mask for f in fields]

@@ -45,13 +45,13 @@ def untrained_yolo(arch: str, size: int, path: Path) -> Path:
 
 def build_yolo(p: dict) -> dict:
     """fp32 and INT8 ONNX bundles of an untrained YOLO11n-cls, and its ``.pt`` baseline."""
+    from ..export.common import ExportSettings
     from ..export.yolo import export_yolo_bundles
 
     out, size = Path(p["out"]), int(p["size"])
     pt = untrained_yolo(p["arch"], size, out / f"{p['arch']}.pt")
-    bundles = export_yolo_bundles(
-        pt, out, split_csv=p["split_csv"], spec=Preprocess(size=size), calib_n=CALIB_N
-    )
+    settings = ExportSettings(Path(p["split_csv"]), calib_n=CALIB_N)
+    bundles = export_yolo_bundles(pt, out, Preprocess(size=size), settings)
     name = "YOLO11n-cls"
     baseline = {
         "framework": "pytorch",
@@ -84,6 +84,7 @@ def tiny_cnn(size: int, n_classes: int):
 def build_keras(p: dict) -> dict:
     """fp32 and INT8 TFLite (and ONNX) bundles of an untrained MobileNetV2 (``quick``: of
     a tiny CNN, TFLite only), and its ``.keras`` baseline."""
+    from ..export.common import ExportSettings
     from ..export.keras import export_keras_bundles
     from ..training.keras_models import arch_scaling, build_model
 
@@ -103,9 +104,8 @@ def build_keras(p: dict) -> dict:
         formats.append("onnx")
     else:
         notes.append(f"{name}: no ONNX export, tf2onnx is not installed")
-    bundles = export_keras_bundles(
-        keras_file, out, split_csv=p["split_csv"], spec=spec, to=formats, calib_n=CALIB_N
-    )
+    settings = ExportSettings(Path(p["split_csv"]), calib_n=CALIB_N)
+    bundles = export_keras_bundles(keras_file, out, spec, settings, to=formats)
     baseline = {
         "framework": "keras",
         "arch": arch,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,27 @@ from .fidelity import fidelity, model_probs, to_markdown
 from .quantize_onnx import quantize_onnx
 
 DEFAULT_UNCERTAIN_THRESHOLD = 0.6
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What every family's exporter takes besides the model and its preprocessing.
+
+    split_csv : the split the model was trained on; ``calib_n`` random train fields
+        (drawn with ``seed``) calibrate INT8, the ``eval_split`` fields evaluate.
+    int8 : also write INT8 bundles and their fidelity reports.
+    uncertain_threshold : the bundles' top-probability threshold for "uncertain".
+    onnx_int8 : ``quantize_onnx`` settings (per_channel, activation, weight, method).
+    """
+
+    split_csv: Path
+    int8: bool = True
+    calib_n: int = 300
+    eval_split: str = "val"
+    uncertain_threshold: float = DEFAULT_UNCERTAIN_THRESHOLD
+    seed: int = 0
+    onnx_int8: dict = field(default_factory=dict)
+
 
 #: Pinned ONNX opset (ONNX Runtime and tf2onnx both read it).
 ONNX_OPSET = 17

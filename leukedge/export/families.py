@@ -17,7 +17,7 @@ from ..errors import MissingFileError, ModelError, UsageError
 from ..training.families import family_of, trained_model
 from ..training.runs import find_run_config
 from . import keras, yolo
-from .common import DEFAULT_UNCERTAIN_THRESHOLD
+from .common import DEFAULT_UNCERTAIN_THRESHOLD, ExportSettings
 
 
 @dataclass(frozen=True)
@@ -98,15 +98,8 @@ def export_run(
         raise MissingFileError(f"{split_csv}: no such split file")
     spec = Preprocess.from_dict({**exporter.recorded_preprocess(model), **(preprocess or {})})
     out = Path(out) if out else (run if run.is_dir() else run_folder) / "export"
-    bundles = exporter.export(
-        model,
-        out,
-        split_csv=split_csv,
-        spec=spec,
-        to=formats or exporter.formats,
-        int8=int8,
-        calib_n=calib_n,
-        onnx_int8=onnx_int8,
-        uncertain_threshold=uncertain_threshold,
+    settings = ExportSettings(
+        split_csv, int8, calib_n, uncertain_threshold=uncertain_threshold, onnx_int8=onnx_int8 or {}
     )
+    bundles = exporter.export(model, out, spec, settings, to=formats or exporter.formats)
     return Exported(model, out, spec, bundles)

@@ -33,20 +33,8 @@ from leukedge.edge.preprocess import Preprocess
 from leukedge.errors import ModelError, UsageError
 from leukedge.training.runs import find_run_config
 
-from .common import (
-    DEFAULT_UNCERTAIN_THRESHOLD,
-    ONNX_OPSET,
-    class_indices,
-    common_manifest,
-    evaluate_models,
-    export_rows,
-    model_entry,
-    prepare_rows,
-    quantize_onnx_model,
-    replace_outputs,
-    sample_rows,
-    set_metadata,
-)
+from . import common
+from .common import ExportSettings
 from .fidelity import compare, model_probs
 from .selftest import add_self_test
 from .tflite import convert_tflite, set_tflite_metadata
@@ -63,7 +51,9 @@ def bundle_name(fmt: str, precision: str) -> str:
     return f"keras-{fmt}-{precision}"
 
 
-def export_onnx(model, out_path: Path, metadata: dict[str, str], opset: int = ONNX_OPSET) -> Path:
+def export_onnx(
+    model, out_path: Path, metadata: dict[str, str], opset: int = common.ONNX_OPSET
+) -> Path:
     """A Keras model -> fp32 ONNX (tf2onnx) with the Keras input names and ``metadata``."""
     import onnx
     import tensorflow as tf
@@ -72,7 +62,7 @@ def export_onnx(model, out_path: Path, metadata: dict[str, str], opset: int = ON
     signature = [tf.TensorSpec(t.shape, tf.float32, name=t.name) for t in model.inputs]
     fn = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)
-    set_metadata(proto, metadata)
+    common.set_metadata(proto, metadata)
     onnx.save(proto, str(out_path))
     return out_path
 
@@ -112,7 +102,7 @@ def _onnx_models(model, files: dict, calib: dict, meta: dict, seed: int, setting
     quantization = {"fp32": None}
     if "int8" in files:
         (x,) = calib.values()  # single-input models only
-        quantization["int8"] = quantize_onnx_model(
+        quantization["int8"] = common.quantize_onnx_model(
             files["fp32"], files["int8"], x, seed, **settings
         )
     return quantization
@@ -131,32 +121,23 @@ def recorded_preprocess(keras_path: str | Path) -> dict:
 def export_keras_bundles(
     keras_path: str | Path,
     out_dir: str | Path,
-    *,
-    split_csv: str | Path,
     spec: Preprocess,
+    settings: ExportSettings,
     to: Sequence[str] = FORMATS,
-    int8: bool = True,
-    calib_n: int = 300,
-    eval_split: str = "val",
-    uncertain_threshold: float = DEFAULT_UNCERTAIN_THRESHOLD,
-    seed: int = 0,
-    onnx_int8: dict | None = None,
 ) -> dict[str, Path]:
     """Export a ``.keras`` classifier; returns {"tflite-fp32": dir, "tflite-int8": dir, ...}.
 
-    split_csv : the split the model was trained on; ``calib_n`` random train
-        fields (seeded) calibrate INT8, the ``eval_split`` fields evaluate.
     spec : what the model was trained on (the run record's ``preprocess``).
     to : formats, "tflite" and/or "onnx". INT8 ONNX takes single-input models
         only (``quantize_onnx`` calibrates one input).
-    onnx_int8 : ``quantize_onnx`` settings (per_channel, activation, weight, method).
     Classes are the run record's ``classes``, else the split's labels sorted (as
     ``train_keras`` numbers them). Bundles and fidelity reports of an earlier
     Keras export in ``out_dir`` are replaced.
     """
     import keras
 
-    keras_path, split_csv, out_dir = Path(keras_path), Path(split_csv), Path(out_dir)
+    keras_path, out_dir, split_csv = Path(keras_path), Path(out_dir), Path(settings.split_csv)
+    int8, eval_split, seed = settings.int8, settings.eval_split, settings.seed
     if not to or set(to) - set(FORMATS):
         raise UsageError(f"format(s) {list(to)}: choose from {', '.join(FORMATS)}")
     model = keras.models.load_model(keras_path, compile=False)
@@ -166,28 +147,28 @@ def export_keras_bundles(
         raise ModelError(f"{keras_path} takes {model.inputs[0].shape[1]} px, not {spec.size}")
     if int8 and "onnx" in to and len(names) > 1:
         raise UsageError("INT8 ONNX of a multi-input model is not supported: use tflite or no int8")
-    evaluate, train = export_rows(split_csv, eval_split, int8)
+    evaluate, train = common.export_rows(split_csv, eval_split, int8)
     record = find_run_config(keras_path) or {}
     classes = record.get("classes") or sorted({r.label for r in (*train, *evaluate)})
     if model.output_shape[-1] != len(classes):
         raise ModelError(f"{keras_path}: {model.output_shape[-1]} outputs for classes {classes}")
 
-    x_eval = [prepare_rows(evaluate, s, f"Preparing {eval_split} fields") for s in specs]
-    y_eval = class_indices(evaluate, classes)
+    x_eval = [common.prepare_rows(evaluate, s, f"Preparing {eval_split} fields") for s in specs]
+    y_eval = common.class_indices(evaluate, classes)
     keras_probs = model.predict(x_eval[0] if len(x_eval) == 1 else x_eval, verbose=0)
-    calib_rows = sample_rows(train, calib_n, seed)
+    calib_rows = common.sample_rows(train, settings.calib_n, seed)
     calib = {
-        name: prepare_rows(calib_rows, s, "Preparing calibration fields")
+        name: common.prepare_rows(calib_rows, s, "Preparing calibration fields")
         for name, s in zip(names, specs)
         if int8
     }
-    common = {
-        **common_manifest(
+    shared = {
+        **common.common_manifest(
             keras_path,
             split_csv,
             classes,
             spec,
-            uncertain_threshold,
+            settings.uncertain_threshold,
             calib_rows,
             {"framework": "keras", "arch": record.get("arch")},
         ),
@@ -215,13 +196,13 @@ def export_keras_bundles(
             if fmt == "tflite":
                 quantization = _tflite_models(tmp / "saved_model", files, calib, meta, seed)
             else:
-                quantization = _onnx_models(model, files, calib, meta, seed, onnx_int8 or {})
+                quantization = _onnx_models(model, files, calib, meta, seed, settings.onnx_int8)
             for path in files.values():
                 _check_input_order(path, names)
             diff = compare(keras_probs, model_probs(files["fp32"])(x_eval))["max_abs_prob_diff"]
             if diff > VERIFY_ATOL:
                 raise RuntimeError(f"{files['fp32']}: differs from Keras by {diff:.2e}")
-            evaluation, report = evaluate_models(
+            evaluation, report = common.evaluate_models(
                 files["fp32"],
                 files.get("int8"),
                 x_eval,
@@ -234,13 +215,15 @@ def export_keras_bundles(
             if report is not None:
                 reports[f"fidelity-{fmt}"] = report
             for precision, folder in folders.items():
-                entry = model_entry(files[precision], spec, precision, quantization[precision])
-                manifest = {"name": f"{keras_path.parent.name}-{folder.name}", **common}
+                entry = common.model_entry(
+                    files[precision], spec, precision, quantization[precision]
+                )
+                manifest = {"name": f"{keras_path.parent.name}-{folder.name}", **shared}
                 manifest = {**manifest, "model": entry, "evaluation": evaluation[precision]}
                 write_manifest(folder, manifest)
                 add_self_test(folder)
                 staged[f"{fmt}-{precision}"] = folder
-        return replace_outputs(
+        return common.replace_outputs(
             out_dir,
             staged,
             reports,

@@ -34,21 +34,8 @@ from leukedge.offline import ensure_offline
 from leukedge.training.runs import RUN_CONFIG, find_run_config
 from leukedge.training.yolo import PREPROCESS
 
-from .common import (
-    DEFAULT_UNCERTAIN_THRESHOLD,
-    ONNX_OPSET,
-    class_indices,
-    common_manifest,
-    evaluate_models,
-    export_rows,
-    model_entry,
-    onnx_metadata,
-    prepare_rows,
-    quantize_onnx_model,
-    replace_outputs,
-    sample_rows,
-    set_metadata,
-)
+from . import common
+from .common import ExportSettings
 from .selftest import add_self_test
 
 FORMATS = ("onnx",)
@@ -115,7 +102,7 @@ def export_yolo_onnx(
     out_dir: str | Path,
     *,
     imgsz: int = 224,
-    opset: int = ONNX_OPSET,
+    opset: int = common.ONNX_OPSET,
     verify: bool = True,
 ) -> Path:
     """Export a classification ``.pt`` to ``out_dir/<stem>.onnx`` (fp32, batch 1).
@@ -154,7 +141,7 @@ def export_yolo_onnx(
         shutil.move(exported, dst)
 
     proto = onnx.load(str(dst))
-    set_metadata(
+    common.set_metadata(
         proto,
         {
             "names": json.dumps(names),
@@ -182,34 +169,22 @@ def _check_preprocess(spec: Preprocess) -> None:
 def export_yolo_bundles(
     pt_path: str | Path,
     out_dir: str | Path,
-    *,
-    split_csv: str | Path,
     spec: Preprocess,
+    settings: ExportSettings,
     to: Sequence[str] = FORMATS,
-    int8: bool = True,
-    calib_n: int = 300,
-    eval_split: str = "val",
-    uncertain_threshold: float = DEFAULT_UNCERTAIN_THRESHOLD,
-    seed: int = 0,
-    onnx_int8: dict | None = None,
 ) -> dict[str, Path]:
     """Export a YOLO classification ``.pt`` to ONNX bundles; returns {"fp32": dir, "int8": dir}.
 
     pt_path : Ultralytics classification checkpoint (``weights/best.pt``).
-    split_csv : the split the model was trained on; ``calib_n`` random train
-        fields (seeded) calibrate INT8, the ``eval_split`` fields evaluate.
     spec : what the model was trained on (input mode, size); layout NCHW, scale
         1/255, offset 0. ``spec.size`` is the ONNX input size.
     to : formats; "onnx" only (TFLite export of YOLO models is not implemented).
-    int8 : also write the INT8 bundle and ``fidelity.json``/``fidelity.md``.
-    onnx_int8 : ``quantize_onnx`` settings (per_channel, activation, weight, method).
 
     Each manifest's ``training`` holds Ultralytics' ``args.yaml`` and the
     ``leukedge_train.json`` run record (``leukedge.training.runs``) when found,
-    its ``evaluation`` the accuracy on ``eval_split`` (INT8: and the fidelity
+    its ``evaluation`` the accuracy on ``settings.eval_split`` (INT8: and the fidelity
     report). Bundles and fidelity files already in ``out_dir`` are replaced
-    (the INT8 ones removed when ``int8`` is False: they would describe another
-    model).
+    (the INT8 ones removed without ``settings.int8``: they would describe another model).
     """
     if unknown := sorted(set(to) - set(FORMATS)):
         raise UsageError(
@@ -217,8 +192,9 @@ def export_yolo_bundles(
             "implemented); export --to onnx, which the station runs as well"
         )
     _check_preprocess(spec)
-    pt_path, split_csv, out_dir = Path(pt_path), Path(split_csv), Path(out_dir)
-    evaluate, train = export_rows(split_csv, eval_split, int8)
+    pt_path, out_dir, split_csv = Path(pt_path), Path(out_dir), Path(settings.split_csv)
+    int8, eval_split, seed = settings.int8, settings.eval_split, settings.seed
+    evaluate, train = common.export_rows(split_csv, eval_split, int8)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
@@ -229,20 +205,20 @@ def export_yolo_bundles(
         models = {k: folder / MODEL_FILE for k, folder in staged.items()}
         staged["fp32"].mkdir()
         shutil.move(export_yolo_onnx(pt_path, tmp, imgsz=spec.size), models["fp32"])
-        classes = json.loads(onnx_metadata(models["fp32"])["names"])
-        x_eval = prepare_rows(evaluate, spec, f"Preparing {eval_split} fields")
-        y_eval = class_indices(evaluate, classes)
-        calib = sample_rows(train, calib_n, seed)
+        classes = json.loads(common.onnx_metadata(models["fp32"])["names"])
+        x_eval = common.prepare_rows(evaluate, spec, f"Preparing {eval_split} fields")
+        y_eval = common.class_indices(evaluate, classes)
+        calib = common.sample_rows(train, settings.calib_n, seed)
         quantization = {"fp32": None}
         if int8:
-            quantization["int8"] = quantize_onnx_model(
+            quantization["int8"] = common.quantize_onnx_model(
                 models["fp32"],
                 models["int8"],
-                prepare_rows(calib, spec, "Preparing calibration fields"),
+                common.prepare_rows(calib, spec, "Preparing calibration fields"),
                 seed,
-                **(onnx_int8 or {}),
+                **settings.onnx_int8,
             )
-        evaluation, report = evaluate_models(
+        evaluation, report = common.evaluate_models(
             models["fp32"],
             models.get("int8"),
             x_eval,
@@ -251,21 +227,21 @@ def export_yolo_bundles(
             (FP32_BUNDLE, INT8_BUNDLE),
             quantization.get("int8"),
         )
-        common = common_manifest(
+        shared = common.common_manifest(
             pt_path,
             split_csv,
             classes,
             spec,
-            uncertain_threshold,
+            settings.uncertain_threshold,
             calib,
             {"framework": "ultralytics", "args": training_config(pt_path)},
         )
         for precision, folder in staged.items():
-            model = model_entry(models[precision], spec, precision, quantization[precision])
-            manifest = {"name": f"{run_name(pt_path)}-{folder.name}", **common, "model": model}
+            model = common.model_entry(models[precision], spec, precision, quantization[precision])
+            manifest = {"name": f"{run_name(pt_path)}-{folder.name}", **shared, "model": model}
             write_manifest(folder, {**manifest, "evaluation": evaluation[precision]})
             add_self_test(folder)
-        return replace_outputs(
+        return common.replace_outputs(
             out_dir,
             staged,
             {"fidelity": report} if report else {},
