@@ -7,7 +7,9 @@ Configurations, run in turn in each repeat (so load from other users falls on al
 - ``station``: the station loop (``Station.run`` over the files, SQLite log), one
   process with one OpenCV and one inference thread;
 - ``local-1`` / ``local-2``: ``score --engine local`` with 1 and 2 worker processes;
-- ``ray-N``: ``score --engine ray`` on a local Ray with N CPUs (N: this machine's cores).
+- ``ray-N``: ``score --engine ray`` on a local Ray with N CPUs (N: this machine's cores),
+  its workers at normal priority (``RAY_worker_niceness=0``) like the local engine's: Ray
+  starts them at nice 15, which on a machine shared with other users measures those users.
 
 Two rates per run: ``wall`` (fields / seconds from the call to its return: listing, model
 loads, worker or Ray start-up included) and ``steady`` (fields scored between the first
@@ -15,6 +17,10 @@ and the last finished batch / the time between them: what a long run sustains, a
 figure a per-node estimate should use). ``steady`` counts the batches other workers had
 in flight when the first one finished, so it may overstate a W-worker rate by up to
 (W - 1) x batch size fields (1% for 2 workers, batches of 32 and 2,766 fields).
+
+``cpu_s`` is the CPU time the run used in this process and its worker processes (not
+Ray's, whose workers are not its children): fields per CPU second show whether the
+engine wastes work, whatever other users of the machine take from the wall rate.
 
 Writes ``score-throughput-<date>.md`` and ``.json`` to ``--out`` with the load average
 before and after each run; on 2 shared cores, quote the spread, not one run.
@@ -26,6 +32,7 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -81,6 +88,12 @@ def _score(src: Path, limit: int | None, model: str, engine: str, workers: int, 
     }
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and its reaped children so far."""
+    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def _rates(run: dict) -> dict:
     steady = run["steady_fields"] / run["steady_s"] if run.get("steady_s") else None
     return {**run, "wall_fps": run["fields"] / run["wall_s"], "steady_fps": steady}
@@ -99,6 +112,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
+    os.environ.setdefault("RAY_worker_niceness", "0")
     paths = [r.path for r in list_fields(args.data)][: args.limit]
     cores, batch = os.cpu_count() or 1, args.batch_size
     configs = {
@@ -110,15 +124,18 @@ def main(argv=None) -> None:
     runs: dict[str, list[dict]] = {name: [] for name in configs}
     for repeat in range(args.repeats):
         for name, run in configs.items():
-            before = os.getloadavg()[0]
+            before, cpu = os.getloadavg()[0], _cpu_s()
             result = _rates(run())
-            result |= {"load_before": before, "load_after": os.getloadavg()[0]}
+            cpu = None if name.startswith("ray") else _cpu_s() - cpu
+            result |= {"load_before": before, "load_after": os.getloadavg()[0], "cpu_s": cpu}
             runs[name].append(result)
             steady = result["steady_fps"]
+            per_cpu = "-" if cpu is None else f"{result['fields'] / cpu:.1f}"
             print(
                 f"repeat {repeat + 1} {name}: {result['fields']} fields, "
                 f"wall {result['wall_fps']:.1f}/s, steady "
                 f"{'-' if steady is None else f'{steady:.1f}'}/s, "
+                f"{per_cpu} fields/CPU s, "
                 f"load {before:.1f} -> {result['load_after']:.1f}",
                 flush=True,
             )
@@ -127,6 +144,9 @@ def main(argv=None) -> None:
             "wall_fps": _spread([r["wall_fps"] for r in rs]),
             "steady_fps": _spread([r["steady_fps"] for r in rs])
             if all(r["steady_fps"] for r in rs)
+            else None,
+            "fields_per_cpu_s": _spread([r["fields"] / r["cpu_s"] for r in rs])
+            if all(r["cpu_s"] for r in rs)
             else None,
         }
         for name, rs in runs.items()
@@ -164,8 +184,8 @@ def render(result: dict) -> str:
         f"{len(next(iter(result['runs'].values())))} repeats, configurations interleaved; "
         f"1-minute load average {min(loads):.1f}-{max(loads):.1f} around the runs.",
         "",
-        "| configuration | steady fields/s, median (min-max) | wall fields/s, median (min-max) |",
-        "|---|---|---|",
+        "| configuration | steady fields/s | wall fields/s | fields per CPU second |",
+        "|---|---|---|---|",
     ]
 
     def cell(spread: dict | None) -> str:
@@ -174,15 +194,17 @@ def render(result: dict) -> str:
         return f"{spread['median']:.1f} ({spread['min']:.1f}-{spread['max']:.1f})"
 
     for name, s in result["summary"].items():
-        lines.append(f"| {name} | {cell(s['steady_fps'])} | {cell(s['wall_fps'])} |")
+        cells = (cell(s[k]) for k in ("steady_fps", "wall_fps", "fields_per_cpu_s"))
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     r = result["local2_over_local1_steady"]
     lines += [
         "",
         f"local-2 / local-1 (steady, per repeat): median {r['median']:.2f}x "
         f"(min {r['min']:.2f}x, max {r['max']:.2f}x); acceptance >= 1.8x.",
         "",
-        "The station loop is one process (one field at a time, SQLite log per field): "
-        "its wall rate is its steady rate.",
+        "Figures: median (min-max) over the repeats. The station loop is one process (one "
+        "field at a time, SQLite log per field): its wall rate is its steady rate. Fields "
+        "per CPU second: the driver and its worker processes (Ray's workers are not counted).",
         "",
     ]
     return "\n".join(lines)
