@@ -56,13 +56,14 @@ class FakePicamera2:
         self.started_at = None
         FakePicamera2.instances.append(self)
 
-    def create_still_configuration(self, main):
-        self.calls.append(("create_still_configuration", main))
-        return {"main": dict(main)}
+    def create_still_configuration(self, main, lores=None):
+        self.calls.append(("create_still_configuration", main, lores))
+        return {"main": dict(main), "lores": dict(lores or {})}
 
     def configure(self, config):
         self.calls.append(("configure", config))
         self.size = config["main"]["size"]
+        self.lores = config["lores"].get("size")
 
     def start(self):
         self.calls.append(("start",))
@@ -82,6 +83,10 @@ class FakePicamera2:
         bgr[...] = (10, 20, 30)  # B, G, R
         return bgr
 
+    def capture_request(self):
+        self.calls.append(("capture_request",))
+        return FakeRequest(self)
+
     def stop(self):
         self.calls.append(("stop",))
 
@@ -89,10 +94,29 @@ class FakePicamera2:
         self.calls.append(("close",))
 
 
+class FakeRequest:
+    """A picamera2 request: the main stream through ``capture_array``, lores as YUV420."""
+
+    def __init__(self, cam: FakePicamera2):
+        self.cam = cam
+
+    def make_array(self, stream):
+        if stream == "main":
+            return self.cam.capture_array()
+        width, height = self.cam.lores
+        return cv2.cvtColor(np.full((height, width, 3), 128, np.uint8), cv2.COLOR_RGB2YUV_I420)
+
+    def release(self):
+        pass
+
+
 def test_picamera2_converts_bgr_locks_exposure_and_closes():
     FakePicamera2.instances.clear()
     source = open_source(
-        "picamera2:1?count=2", size=(64, 48), settle=0.05, camera_factory=FakePicamera2
+        "picamera2:1?count=2&capture=continuous",
+        size=(64, 48),
+        settle=0.05,
+        camera_factory=FakePicamera2,
     )
     frames = _bounded(source)
     (cam,) = FakePicamera2.instances
@@ -109,13 +133,18 @@ def test_picamera2_converts_bgr_locks_exposure_and_closes():
         "start",
         "capture_metadata",
         "set_controls",
+        "capture_request",
         "capture_array",
+        "capture_request",
         "capture_array",
         "stop",
         "close",
     ]
     assert cam.calls[0] == ("Picamera2", 1)
-    assert cam.calls[1][1] == {"size": (64, 48), "format": "RGB888"}
+    assert cam.calls[1][1:] == (
+        {"size": (64, 48), "format": "RGB888"},
+        {"size": (64, 48), "format": "YUV420"},
+    )
     assert cam.calls[4][1] >= 0.05  # metadata read only after the settle time
     locked = {
         "AeEnable": False,
@@ -129,7 +158,9 @@ def test_picamera2_converts_bgr_locks_exposure_and_closes():
 
 def test_picamera2_stop_ends_stream_and_releases_camera():
     FakePicamera2.instances.clear()
-    source = open_source("picamera2", settle=0, size=8, camera_factory=FakePicamera2)
+    source = open_source(
+        "picamera2", capture="continuous", settle=0, size=8, camera_factory=FakePicamera2
+    )
     with source:
         for i, frame in enumerate(source):
             assert frame.error is None
@@ -176,7 +207,14 @@ def test_picamera2_that_disappears_is_reopened_with_backoff_and_keeps_its_settin
             cam.capture_array = capture
         return cam
 
-    source = open_source("picamera2", count=3, settle=0, size=8, backoff=0.05, camera_factory=flaky)
+    source = open_source(
+        "picamera2?capture=continuous",
+        count=3,
+        settle=0,
+        size=8,
+        backoff=0.05,
+        camera_factory=flaky,
+    )
     frames = _bounded(source)
     good = [f for f in frames if f.error is None]
     errors = [f.error for f in frames if f.error]
