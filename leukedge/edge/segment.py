@@ -39,8 +39,10 @@ import numpy as np
 
 from .illumination import normalise_illumination
 from .imageio import check_field
-from .synth import REFERENCE_SIZE
 
+#: Side in px of the fields the segmentation parameters are defined for (the Taleqani
+#: fields); kernels and areas scale with a field's size relative to it.
+REFERENCE_SIZE = 224
 MODES = ("reference", "fast", "robust")
 #: Opening and closing ellipse sizes and minimum component area of the reference,
 #: for a 224x224 field.

@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 
 from .classes import CLASSES
-
-REFERENCE_SIZE = 224
+from .segment import REFERENCE_SIZE
 
 
 @dataclass(frozen=True)
