@@ -259,7 +259,11 @@ def test_usb_retries_with_backoff_then_recovers():
     log: list = []
     plan = iter([True, False, False, True, True])
     source = open_source(
-        "usb:2", count=3, backoff=0.02, tries=5, capture_factory=lambda i: FakeCapture(plan, log)
+        "usb:2?capture=continuous",
+        count=3,
+        backoff=0.02,
+        tries=5,
+        capture_factory=lambda i: FakeCapture(plan, log),
     )
     start = time.monotonic()
     frames = _bounded(source)
@@ -271,6 +275,17 @@ def test_usb_retries_with_backoff_then_recovers():
     assert elapsed >= 0.06
     assert frames[0].rgb[0, 0].tolist() == [30, 20, 10]
     assert log.count("open") == 3 and log.count("release") == 3
+
+
+def test_usb_takes_a_field_on_demand_only():
+    frames_left = iter([True] * 20)
+    source = open_source("usb:0", tries=1, capture_factory=lambda i: FakeCapture(frames_left, []))
+    assert source.trigger.mode == "demand"  # not every frame
+    source.trigger.request()
+    frames = _bounded(source)
+    assert [f.source_id for f in frames] == ["usb:0#0", "usb:0#1"]
+    assert frames[0].error is None and "giving up" in frames[1].error
+    assert source.trigger.captures == 1 and source.trigger.latest is not None  # 20 seen
 
 
 def test_usb_gives_up_with_an_error_frame():

@@ -8,6 +8,7 @@ from typing import Any
 
 import cv2
 
+from ..capture_trigger import AutoCapture, CaptureTrigger
 from .base import CameraSource, Frame, Source, as_size
 
 
@@ -16,14 +17,16 @@ def _rgb(bgr) -> Any:
 
 
 class UsbSource(CameraSource):
-    """Frames of ``cv2.VideoCapture(camera)``.
+    """Fields from ``cv2.VideoCapture(camera)``, taken by ``trigger`` (a ``CaptureTrigger``
+    fed every frame; ``trigger.latest`` is the live view): ``capture`` is its mode, "demand"
+    (``trigger.request()``), "auto" (thresholds in ``auto``) or "continuous" (every frame).
 
     A camera that gives no frame is released and reopened after a back-off of
     ``backoff * 2**(k-1)`` seconds (at most ``max_backoff``) for the k-th
     failure in a row; each failure is an error frame, and after ``tries``
     failures in a row a final error frame ends the stream. ``size`` is
-    (width, height) or None for the camera's default; ``count`` frames (None:
-    until stopped), ``interval`` seconds apart. ``capture_factory`` replaces
+    (width, height) or None for the camera's default; ``count`` fields (None:
+    until stopped), in continuous mode ``interval`` seconds apart. ``capture_factory`` replaces
     ``cv2.VideoCapture`` (tests).
     """
 
@@ -32,6 +35,8 @@ class UsbSource(CameraSource):
         camera: int = 0,
         *,
         size: int | Sequence[int] | None = None,
+        capture: str = "demand",
+        auto: AutoCapture | None = None,
         count: int | None = None,
         interval: float = 0.0,
         tries: int = 5,
@@ -41,6 +46,7 @@ class UsbSource(CameraSource):
     ):
         super().__init__(tries, backoff, max_backoff)
         self.camera, self.size, self.count, self.interval = camera, as_size(size), count, interval
+        self.trigger = CaptureTrigger(capture, auto)
         self.capture_factory = capture_factory
 
     def _open(self) -> Any:
@@ -59,10 +65,12 @@ class UsbSource(CameraSource):
                     cap = self._open()
                 ok, bgr = cap.read() if cap.isOpened() else (False, None)
                 if ok and bgr is not None:
-                    failures = 0
-                    yield Frame(f"{name}#{n}", rgb=_rgb(bgr))
-                    n += 1
-                    self.wait(self.interval)
+                    failures, rgb = 0, _rgb(bgr)
+                    if self.trigger.observe(rgb):
+                        yield Frame(f"{name}#{n}", rgb=rgb)
+                        n += 1
+                        if self.trigger.mode == "continuous":
+                            self.wait(self.interval)
                     continue
                 cap.release()
                 cap = None
