@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from ..edge.segment import scaled_params, segment
+from ..errors import UsageError
 
 #: Dilation of the cell mask before painting, in px for a 224x224 field (scaled like
 #: the segmentation kernels): covers the cells' soft rims.
@@ -60,7 +61,7 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def apply_shift(rgb: np.ndarray, name: str) -> np.ndarray:
     """The RGB uint8 (H, W, 3) field under the shift ``name`` (a key of ``SHIFTS``)."""
     if name not in SHIFTS:
-        raise ValueError(f"unknown shift {name!r}; choose one of {list(SHIFTS)}")
+        raise UsageError(f"unknown shift {name!r}; choose one of {list(SHIFTS)}")
     return SHIFTS[name](rgb)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.errors import UsageError
 from leukedge.progress import progress_bar
 
 ACTIVATIONS = ("uint8", "int8")
@@ -85,7 +86,7 @@ def quantize_onnx(
         (method, METHODS, "method"),
     ):
         if value not in allowed:
-            raise ValueError(f"unknown {what} {value!r}; choose {', '.join(allowed)}")
+            raise UsageError(f"unknown {what} {value!r}; choose {', '.join(allowed)}")
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     calib = {
         "minmax": CalibrationMethod.MinMax,

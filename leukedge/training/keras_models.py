@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import MissingFileError, UsageError
+
 ARCHS = ("mobilenetv2", "efficientnetb0", "nasnetmobile")
 
 #: Model input names: the field as ``Preprocess`` says, and the masked field (dual models).
@@ -24,7 +26,7 @@ def arch_scaling(arch: str) -> tuple[float, float]:
     ``preprocess_input``); EfficientNetB0: raw 0-255 (it rescales internally).
     """
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose {', '.join(ARCHS)}")
+        raise UsageError(f"unknown architecture {arch!r}; choose {', '.join(ARCHS)}")
     return (1.0, 0.0) if arch == "efficientnetb0" else (1 / 127.5, -1.0)
 
 
@@ -38,7 +40,7 @@ def _backbone(arch: str, size: int, alpha: float):
             input_shape=shape, alpha=alpha, include_top=False, weights=None
         )
     if alpha != 1.0:
-        raise ValueError(f"alpha applies to mobilenetv2 only, not {arch}")
+        raise UsageError(f"alpha applies to mobilenetv2 only, not {arch}")
     if arch == "efficientnetb0":
         return applications.EfficientNetB0(input_shape=shape, include_top=False, weights=None)
     return applications.NASNetMobile(input_shape=shape, include_top=False, weights=None)
@@ -78,11 +80,11 @@ def build_model(
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():
-            raise FileNotFoundError(f"backbone weights {weights} not found (nothing is downloaded)")
+            raise MissingFileError(f"backbone weights {weights} not found (nothing is downloaded)")
         backbone.load_weights(str(weights))
     if freeze_backbone:
         if weights is None:
-            raise ValueError("freezing a randomly initialised backbone: pass local weights")
+            raise UsageError("freezing a randomly initialised backbone: pass local weights")
         backbone.trainable = False
     if bn_momentum is not None:
         for layer in backbone.layers:

@@ -250,11 +250,11 @@ def train_yolo(
     if amp is None or not on_gpu:
         amp = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else False
     if amp is True or amp == "fp16":
-        raise ValueError("amp=True/'fp16' runs Ultralytics' AMP check, which downloads yolo26n.pt")
+        raise UsageError("amp=True/'fp16' runs Ultralytics' AMP check, which downloads yolo26n.pt")
     if plots is None:
         plots = env.font is not None
     elif plots and env.font is None:
-        raise ValueError("plots=True needs a local TTF (Ultralytics would download Arial.ttf)")
+        raise UsageError("plots=True needs a local TTF (Ultralytics would download Arial.ttf)")
 
     out_dir = Path(out_dir).resolve()
     args = {
