@@ -176,7 +176,7 @@ class FieldPipeline:
         if sc.reason == "too-small":
             return Gate(("too-small",), scaled, [rgb])
         norm = normalise(rgb, sc.factor)
-        m = measure(norm, self.field_px)
+        m = measure(norm, self.field_px, sc.stained)
         reasons = judge(m, self.quality_ref)
         if sc.reason and "no-cell" not in reasons:  # an empty frame has no cells to measure
             reasons += (sc.reason,)

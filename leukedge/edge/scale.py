@@ -34,7 +34,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from ..errors import DataError
 from .bundle import BundleError
+from .segment import otsu_threshold
 
 #: Scales of the granulometry (Gaussian sigma, px): a disc of diameter 2 sqrt(2) sigma peaks
 #: at sigma, so diameters of about 3 to 180 px are measurable.
@@ -45,11 +47,15 @@ RADIAL_BINS = 4
 BACKGROUND_NOISE = 8
 #: The stained signal is clipped at this quantile of the darkness of such pixels.
 CLIP_QUANTILE = 0.5
+#: The mask is area-averaged by this factor before its spectrum is taken.
+SPECTRUM_STEP = 2
 #: A local maximum of the energy counts when it holds this share of the largest.
 PEAK_SHARE = 0.3
 #: Holes are left unfilled where filling them would cover more than this share of the frame
 #: (a dense smear: its holes are the gaps between touching cells, not pale centres).
 MAX_COVER = 0.75
+#: A stained/background split under this many grey levels apart is no split (a blank frame).
+MIN_CONTRAST = 6
 #: Frames are measured at most this many pixels on a side (larger ones are downscaled).
 WORK_SIDE = 256
 #: On a downscaled copy, cells smaller than this (px) are re-measured at a finer resolution.
@@ -67,8 +73,8 @@ MAX_TILES = 9
 #: training fields of the Taleqani set (224 x 224 px; ``leukedge data split``, seed 0).
 DEFAULT_SCALE = {
     "statistic": "typical red-cell diameter (px), granulometry of the stained mask",
-    "diameter_px": 17.84,
-    "band_px": [11.08, 53.24],
+    "diameter_px": 17.97,
+    "band_px": [11.41, 53.27],
     "field_px": 224,
     "n": 0,
 }
@@ -105,35 +111,48 @@ def _power(image: np.ndarray) -> np.ndarray:
 def stained_mask(rgb: np.ndarray) -> np.ndarray:
     """Stained pixels (red cells and nuclei) with enclosed holes filled: uint8 (H, W) 0/1.
 
-    Uses only ranks and Otsu's split of the green channel, so a lamp's brightness does not
-    change it.
+    The green channel's darkness is clipped at the ``CLIP_QUANTILE`` of the pixels darker
+    than the background (its histogram's mode) by ``BACKGROUND_NOISE``, then split by Otsu's
+    threshold; ranks and Otsu's split do not change with a lamp's brightness. Empty when the
+    split is under ``MIN_CONTRAST`` grey levels (a blank frame). Holes are left unfilled where
+    filling them would cover over ``MAX_COVER`` of the frame.
     """
-    dark = cv2.bitwise_not(np.ascontiguousarray(rgb[..., 1]))
+    dark = cv2.bitwise_not(cv2.extractChannel(rgb, 1))
     hist = cv2.calcHist([dark], [0], None, [256], [0, 256]).ravel()
     mode = int(np.argmax(np.convolve(hist, np.ones(5), mode="same")))  # the background
     start = min(255, mode + BACKGROUND_NOISE)
     clip = start + _histogram_quantile(hist[start:], CLIP_QUANTILE) if hist[start:].any() else 255
-    clipped = np.minimum(dark, np.uint8(min(255, clip)))
-    t, _ = cv2.threshold(clipped, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    fg = (dark > t).view(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(1 - fg, connectivity=4)
-    x, y, w, h = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
-    rows, cols = fg.shape
-    hole = (x > 0) & (y > 0) & (x + w < cols) & (y + h < rows)
-    hole[0] = False  # label 0: the stained pixels themselves
-    filled = fg | hole.view(np.uint8)[labels]
-    return fg if filled.mean() > MAX_COVER else filled
+    clipped = hist[: clip + 1].copy()
+    clipped[-1] += hist[clip + 1 :].sum()
+    t = int(otsu_threshold(clipped))
+    below, above = hist[: t + 1], hist[t + 1 :]
+    if not above.any() or not below.any():
+        return np.zeros(dark.shape, np.uint8)
+    levels = np.arange(256)
+    contrast = above @ levels[t + 1 :] / above.sum() - below @ levels[: t + 1] / below.sum()
+    if contrast < MIN_CONTRAST:
+        return np.zeros(dark.shape, np.uint8)
+    fg = cv2.threshold(dark, t, 1, cv2.THRESH_BINARY)[1]
+    outside = cv2.copyMakeBorder(1 - fg, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
+    cv2.floodFill(outside, None, (0, 0), 2)  # the background reachable from the border
+    filled = cv2.bitwise_or(fg, (outside[1:-1, 1:-1] == 1).view(np.uint8))
+    return fg if cv2.countNonZero(filled) > MAX_COVER * fg.size else filled
 
 
-def _granulometry_diameter(rgb: np.ndarray) -> float:
-    """Typical stained-object diameter (px) of an RGB uint8 (H, W, 3) frame; NaN if none."""
-    mask = stained_mask(rgb).astype(np.float32)
-    win, bins, weights = _spectral_weights(*mask.shape)
-    power = _power((mask - mask.mean()) * win)
-    energy = weights @ np.bincount(bins, power.ravel(), minlength=weights.shape[1])
-    if not energy.max() > 0:
+def _granulometry_diameter(mask: np.ndarray) -> float:
+    """Typical object diameter (px) in a uint8 (H, W) 0/1 mask; NaN if none.
+
+    The spectrum is taken of the mask area-averaged by ``SPECTRUM_STEP`` (the objects keep
+    their size; only detail finer than any measurable cell is lost).
+    """
+    if not mask.any():
         return float("nan")
-    e = energy
+    h, w = mask.shape
+    k = SPECTRUM_STEP if min(h, w) >= SPECTRUM_STEP * MIN_SIDE_PX else 1
+    m = cv2.resize(mask.astype(np.float32), (w // k, h // k), interpolation=cv2.INTER_AREA)
+    win, bins, weights = _spectral_weights(*m.shape)
+    power = _power((m - np.float32(m.mean())) * win)
+    e = weights @ np.bincount(bins, power.ravel(), minlength=weights.shape[1])
     peaks = np.flatnonzero(
         (e[1:-1] >= e[:-2]) & (e[1:-1] > e[2:]) & (e[1:-1] >= PEAK_SHARE * e.max())
     )
@@ -143,7 +162,7 @@ def _granulometry_diameter(rgb: np.ndarray) -> float:
     lo, mid, hi = np.log(e[i - 1 : i + 2])
     offset = 0.5 * (lo - hi) / (lo - 2 * mid + hi) if lo - 2 * mid + hi < 0 else 0.0
     step = np.log(SIGMAS[1] / SIGMAS[0])
-    return float(SIGMAS[i] * np.exp(offset * step) * 2 * np.sqrt(2))
+    return float(SIGMAS[i] * np.exp(offset * step) * 2 * np.sqrt(2)) * k
 
 
 def _shrunk(rgb: np.ndarray, k: int) -> np.ndarray:
@@ -154,23 +173,30 @@ def _shrunk(rgb: np.ndarray, k: int) -> np.ndarray:
     return cv2.resize(rgb, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
 
 
-def cell_diameter(rgb: np.ndarray) -> float:
-    """Typical red-cell diameter in pixels of an RGB uint8 (H, W, 3) frame (see module doc).
-
-    NaN when it cannot be measured (a frame under ``MIN_SIDE_PX``, no stained objects, or
-    objects too small to resolve).
-    """
+def measure_cells(rgb: np.ndarray) -> tuple[float, float]:
+    """(typical red-cell diameter in px, share of stained pixels) of an RGB uint8 (H, W, 3)
+    frame (module doc). The diameter is NaN when it cannot be measured: a frame under
+    ``MIN_SIDE_PX``, no stained objects, or objects too small to resolve."""
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE_PX:
-        return float("nan")
+        return float("nan"), float("nan")
     k = max(1, int(np.ceil(max(h, w) / WORK_SIDE)))
-    d = _granulometry_diameter(_shrunk(rgb, k)) * k
+    mask = stained_mask(_shrunk(rgb, k))
+    stained = cv2.countNonZero(mask) / mask.size
+    d = _granulometry_diameter(mask) * k
     if k > 1 and d / k < FINE_PX:
         k = max(1, int(d // (2 * FINE_PX)))
         side = WORK_SIDE * k
         top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
-        d = _granulometry_diameter(_shrunk(rgb[top : top + side, left : left + side], k)) * k
-    return d
+        crop = _shrunk(rgb[top : top + side, left : left + side], k)
+        d = _granulometry_diameter(stained_mask(crop)) * k
+    return d, stained
+
+
+def cell_diameter(rgb: np.ndarray) -> float:
+    """Typical red-cell diameter in pixels of an RGB uint8 (H, W, 3) frame; NaN if
+    unmeasurable (``measure_cells``)."""
+    return measure_cells(rgb)[0]
 
 
 def scale_reference(fields) -> dict:
@@ -187,7 +213,7 @@ def scale_reference(fields) -> dict:
     d = np.asarray(d)
     ok = d[np.isfinite(d)]
     if len(ok) == 0:
-        raise ValueError("no field with measurable red cells; cannot compute trust.scale")
+        raise DataError("no field with measurable red cells; cannot compute trust.scale")
     lo, hi = np.quantile(ok, [0.005, 0.995])
     return {
         "statistic": DEFAULT_SCALE["statistic"],
@@ -229,12 +255,13 @@ class ScaleCheck:
     ``diameter`` is the measured red-cell diameter (px, NaN if unmeasured), ``factor`` the
     frame's pixels per training pixel applied by ``normalise`` (1.0: left as it is),
     ``reason`` is ``"scale"`` or ``"too-small"`` when the frame cannot be brought to the
-    training scale, else None.
+    training scale, else None; ``stained`` is the share of stained pixels (``measure_cells``).
     """
 
     diameter: float
     factor: float
     reason: str | None = None
+    stained: float = float("nan")
 
 
 def check_scale(rgb: np.ndarray, ref: dict) -> ScaleCheck:
@@ -242,14 +269,14 @@ def check_scale(rgb: np.ndarray, ref: dict) -> ScaleCheck:
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE_PX:
         return ScaleCheck(float("nan"), 1.0, "too-small")
-    d = cell_diameter(rgb)
+    d, stained = measure_cells(rgb)
     lo, hi = ref["band_px"]
     if not np.isfinite(d) or d < lo:
-        return ScaleCheck(d, 1.0, "scale")
+        return ScaleCheck(d, 1.0, "scale", stained)
     factor = 1.0 if d <= hi else d / float(ref["diameter_px"])
     if min(h, w) / factor < MIN_FIELD_SHARE * float(ref["field_px"]):
-        return ScaleCheck(d, factor, "scale" if factor > 1.0 else "too-small")
-    return ScaleCheck(d, factor)
+        return ScaleCheck(d, factor, "scale" if factor > 1.0 else "too-small", stained)
+    return ScaleCheck(d, factor, None, stained)
 
 
 def normalise(rgb: np.ndarray, factor: float) -> np.ndarray:

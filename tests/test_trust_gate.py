@@ -1,0 +1,199 @@
+"""The trust gate, frame side: each reason fires on a frame made to fail it and on no clean
+synthetic field; frames at another scale are brought to the training scale; copies count once
+in a slide; bundles without the gate's figures fall back with a note."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from leukedge.edge.bundle import BundleError, read_manifest, write_manifest
+from leukedge.edge.classes import CLASSES
+from leukedge.edge.illumination import white_balance
+from leukedge.edge.imageio import read_field
+from leukedge.edge.model import load_model
+from leukedge.edge.phash import perceptual_hash
+from leukedge.edge.pipeline import REASONS, FieldPipeline
+from leukedge.edge.quality import quality_reference
+from leukedge.edge.scale import DEFAULT_SCALE, cell_diameter, scale_reference, tiles
+from leukedge.edge.slide import REFER_FLAGGED, SlideTally
+from leukedge.edge.sources import Frame
+from leukedge.edge.synth import synth_field
+from leukedge.evaluation.shifts import adjust_hsv, scale_channels
+
+SHARED = Path(__file__).resolve().parents[2] / "shared/data/taleqani-all"
+#: Clean synthetic fields: every class, a few seeds.
+CLEAN = [synth_field(CLASSES[i % 4], seed=10 + i)[0] for i in range(8)]
+QUALITY_REASONS = {"blurred", "under-exposed", "over-exposed", "colour-cast", "scale", "too-small"}
+
+
+@pytest.fixture
+def pipeline(tiny_bundle):
+    return FieldPipeline(load_model(tiny_bundle))
+
+
+def centre_half_upscaled(rgb):
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2], (w, h))
+
+
+def tiled_downscaled(rgb):
+    h, w = rgb.shape[:2]
+    return cv2.resize(np.tile(rgb, (2, 2, 1)), (w, h), interpolation=cv2.INTER_AREA)
+
+
+def test_reasons_are_documented_and_stable():
+    assert set(REASONS) == QUALITY_REASONS | {
+        "low-confidence",
+        "no-cell",
+        "out-of-distribution",
+        "duplicate",
+    }
+    assert all(isinstance(v, str) and v for v in REASONS.values())
+
+
+def test_no_gate_reason_on_clean_synthetic_fields(pipeline):
+    for rgb in CLEAN:
+        gate = pipeline.gate(rgb)
+        assert gate.reasons == (), gate.measures
+        (field,) = gate.fields  # a training-scale field, classified as it is
+        assert field.shape == rgb.shape and np.shares_memory(field, rgb)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda x: cv2.GaussianBlur(x, (0, 0), 2.5), "blurred"),
+        (lambda x: scale_channels(x, 0.5), "under-exposed"),
+        (lambda x: scale_channels(x, 1.6), "over-exposed"),
+        (lambda x: adjust_hsv(x, hue=30), "colour-cast"),  # another stain
+        (lambda x: cv2.resize(x, (32, 32), interpolation=cv2.INTER_AREA), "too-small"),
+        (lambda x: cv2.resize(x, (16, 16), interpolation=cv2.INTER_AREA), "too-small"),
+        (tiled_downscaled, "scale"),  # 0.5x: red cells half the training size
+    ],
+)
+def test_each_reason_fires(pipeline, make, reason):
+    for rgb in CLEAN[:4]:
+        assert reason in pipeline.gate(make(rgb)).reasons
+
+
+def test_three_times_the_magnification_is_flagged_scale(pipeline):
+    # the same field of view at 3x the pixels, cropped to 224 px: a 3x objective, sharp
+    rgb = synth_field("Pre", size=(672, 672), seed=1)[0][224:448, 224:448]
+    assert pipeline.gate(rgb).reasons == ("scale",)
+
+
+@pytest.mark.shared
+def test_two_times_the_magnification_is_flagged_on_real_fields(pipeline):
+    # real fields (training split), the centre half upscaled: the benchmark's 2x condition;
+    # synthetic fields are too noisy and too sparse in red cells to stand in for it
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED}: shared data absent")
+    paths = sorted((SHARED / "Original").glob("*/*.jpg"))[::250]
+    for path in paths:
+        rgb = read_field(path)
+        assert pipeline.gate(rgb).reasons == (), path
+        assert {"blurred", "scale"} & set(pipeline.gate(centre_half_upscaled(rgb)).reasons), path
+
+
+def test_empty_frame_is_no_cell_only(pipeline):
+    rng = np.random.default_rng(0)
+    blank = np.clip(rng.normal(235, 2, (224, 224, 3)), 0, 255).astype(np.uint8)
+    assert pipeline.gate(blank).reasons == ("no-cell",)
+    result = pipeline(Frame("blank", rgb=blank))
+    assert result.uncertain and "no-cell" in result.reasons
+
+
+def test_camera_frame_is_brought_to_training_scale_and_tiled(pipeline):
+    # 448 x 672 px of smear without seams (each field's own lamp colour balanced away)
+    mosaic = np.vstack(
+        [np.hstack([white_balance(f) for f in row]) for row in (CLEAN[:3], CLEAN[3:6])]
+    )
+    frame = cv2.resize(mosaic, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+    gate = pipeline.gate(frame)
+    assert gate.reasons == ()
+    assert 2.4 < gate.measures["scale_factor"] < 3.6
+    assert len(gate.fields) == 6 and all(f.shape == (224, 224, 3) for f in gate.fields)
+    result = pipeline(Frame("camera", rgb=frame))
+    assert result.error is None and result.quality["fields"] == 6
+    assert "scale" not in result.reasons and result.cell_count >= 6
+
+
+def test_cell_diameter_follows_magnification():
+    d = cell_diameter(CLEAN[0])
+    big = cv2.resize(CLEAN[0], None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    assert 14 < d < 30
+    assert cell_diameter(big) == pytest.approx(2 * d, rel=0.15)
+    assert np.isnan(cell_diameter(np.full((224, 224, 3), 230, np.uint8)))
+
+
+def test_tiles_cover_the_frame():
+    frame = np.zeros((500, 700, 3), np.uint8)
+    got = tiles(frame, 224)
+    assert len(got) == 2 * 3 and all(t.shape == (224, 224, 3) for t in got)
+    assert len(tiles(np.zeros((4000, 4000, 3), np.uint8), 224)) <= 9
+
+
+def test_result_records_what_the_gate_measured(pipeline):
+    result = pipeline(Frame("f", rgb=CLEAN[0]))
+    record = result.log_record()
+    assert {"reasons", "quality", "phash"} <= set(record)
+    assert {"focus", "lightness", "cell_diameter", "scale_factor"} <= set(result.quality)
+    assert result.phash == perceptual_hash(CLEAN[0]).tobytes().hex()
+    assert json.loads(json.dumps(result.to_json()))["quality"]["fields"] == 1
+
+
+def test_copies_count_once():
+    tally = SlideTally("s")
+    rgb = CLEAN[0]
+    shifted = np.roll(rgb, 2, axis=1)  # the same field, moved by 2 px
+    phash = perceptual_hash(rgb).tobytes().hex()
+    assert not tally.add("Benign", False, False, sha256="a" * 64, phash=phash)
+    assert tally.add("Benign", False, False, sha256="a" * 64, phash=phash)  # identical
+    assert tally.add("Benign", False, False, sha256="b" * 64, phash=perceptual_hash(shifted))
+    summary = tally.summary()
+    assert summary["duplicates"] == 2 and summary["confident_counts"] == {"Benign": 1}
+    assert summary["call"] is None and summary["refer"]
+    assert REFER_FLAGGED in summary["explanation"] and "duplicate 2" in summary["explanation"]
+    others = [perceptual_hash(f) for f in CLEAN[1:]]
+    fresh = SlideTally("t")
+    assert not any(fresh.add("Pro", False, False, phash=h) for h in others)
+
+
+def test_flagged_quarter_refers_with_top_reasons():
+    tally = SlideTally("s")
+    for _ in range(6):
+        tally.add("Pro", False, False)
+    for reasons in (("blurred",), ("blurred", "low-confidence"), ("scale",)):
+        tally.add("Pro", True, False, reasons=reasons)
+    label, text = tally.call()
+    assert label is None and REFER_FLAGGED in text and "blurred 2" in text
+    assert tally.summary()["top_reasons"]["blurred"] == 2
+    old = SlideTally("old")  # positional calls without the new keywords keep working
+    for _ in range(4):
+        old.add("Benign", False, False)
+    assert old.call()[0] == "Benign" and old.summary()["refer"] is False
+
+
+def test_old_manifest_falls_back_with_a_note(tiny_bundle):
+    pipeline = FieldPipeline(load_model(tiny_bundle))
+    notes = " ".join(pipeline.notes)
+    assert "no trust.quality" in notes and "no trust.scale" in notes
+    assert pipeline.scale_ref is DEFAULT_SCALE
+
+
+def test_bundle_with_gate_figures_uses_them(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    manifest["trust"] = {"quality": quality_reference(CLEAN), "scale": scale_reference(CLEAN)}
+    write_manifest(tiny_bundle, manifest)
+    pipeline = FieldPipeline(load_model(tiny_bundle))
+    assert not any("trust.quality" in n or "trust.scale" in n for n in pipeline.notes)
+    assert pipeline.scale_ref["n"] == len(CLEAN)
+    manifest["trust"]["scale"] = {"diameter_px": "big"}
+    write_manifest(tiny_bundle, manifest)
+    with pytest.raises(BundleError, match=r"leukedge\.json: trust\.scale"):
+        FieldPipeline(load_model(tiny_bundle))
