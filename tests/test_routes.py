@@ -94,3 +94,28 @@ def test_uint8_activations_keep_the_shipped_model_s_outputs_at_any_batch(tmp_pat
     np.testing.assert_allclose(route.run(x), ref, atol=1e-5)
     with pytest.raises(ValueError, match="not an S8S8 QDQ model"):
         uint8_activations(dst, tmp_path / "again.onnx")
+
+
+def test_add_onnx_route_to_a_copy_of_the_default(tmp_path, monkeypatch):
+    """add-route writes the route, the manifest lists it, this CPU's pick loads (self-test
+    included) and classifies a field as model.file does."""
+    pytest.importorskip("onnx")
+    import platform
+    import shutil
+
+    from leukedge.edge.model import MODELS_DIR, load_model
+    from leukedge.edge.synth import synth_field
+    from leukedge.export.routes import X86_ROUTE, add_onnx_route
+
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    bundle = tmp_path / "default"
+    shutil.copytree(MODELS_DIR / "default", bundle)
+    entry = add_onnx_route(bundle)
+    assert entry["file"] == X86_ROUTE["file"] and entry["quantization"]["activation"] == "uint8"
+    picked = load_model(bundle, threads=1)
+    x86 = machine_name(platform.machine()) == "x86_64"
+    assert picked.route.file == (X86_ROUTE["file"] if x86 else "model.onnx")
+    field = synth_field("Pro", seed=0)[0]
+    portable = load_model(bundle, threads=1, route="model.onnx")
+    a, b = picked.predict(field).probabilities, portable.predict(field).probabilities
+    assert max(abs(a[k] - b[k]) for k in a) < 1e-3

@@ -142,3 +142,17 @@ def add_self_test(
     print(f"{section['file']}: {section['n']} known answers ({', '.join(section['cases'])})")
     print(f"tolerance: {bounds}")
     print(f"reference: {reference['machine']}, {reference['cpu']}, {reference['backend']}")
+
+
+@app.command("add-route")
+def add_route(
+    bundle: str = typer.Argument(..., help="Bundle folder, its leukedge.json, or a shipped name."),
+) -> None:
+    """Add the x86-64 route of an S8S8 ONNX bundle: model-u8s8.onnx, the same network with
+    uint8 activations (the same quantized values; ONNX Runtime's x86 INT8 kernels take them),
+    checked against model.file on the known answers; x86-64 machines then run it. Re-stamps
+    the SHA-256s. Run it again after any change to the model file (add-trust first)."""
+    from ..export.routes import add_onnx_route
+
+    entry = add_onnx_route(bundle)
+    print(f"{entry['file']}: route for {', '.join(entry['machines'])} ({entry['why']})")

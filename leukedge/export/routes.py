@@ -7,7 +7,7 @@ the shipped YOLO11n-cls at 3.2x the CPU time of the same network with uint8 acti
 ``uint8_activations`` rewrites an S8S8 QDQ model so that every activation
 QuantizeLinear/DequantizeLinear keeps its scale and gets zero point + 128: uint8 = int8 + 128
 on the same grid and clip range, so each quantized value, and so the outputs, stay as they
-were (``tests/test_routes.py`` checks it on the shipped default). Reshape targets that
+were (``add_onnx_route`` checks it on the bundle's known answers). Reshape targets that
 fix batch 1 are made batch-agnostic, so batches run in one inference.
 """
 
@@ -16,6 +16,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from leukedge.edge.bundle import MANIFEST, read_manifest, write_manifest
+from leukedge.edge.model import resolve_bundle
+from leukedge.errors import UsageError
+
+#: The route ``add_onnx_route`` writes: file, machines and why.
+X86_ROUTE = {
+    "file": "model-u8s8.onnx",
+    "machines": ["x86_64"],
+    "why": "uint8 activations: ONNX Runtime's x86-64 INT8 kernels (AVX2, VNNI) take them; "
+    "same arithmetic as model.file",
+}
+#: Largest probability difference allowed between the route file and ``model.file``: the
+#: rewrite keeps every quantized value, so only float rounding in different kernels remains.
+ROUTE_TOLERANCE = 1e-3
 
 
 def uint8_activations(src: str | Path, dst: str | Path) -> Path:
@@ -71,3 +86,60 @@ def uint8_activations(src: str | Path, dst: str | Path) -> Path:
     dst = Path(dst)
     onnx.save(model, str(dst))
     return dst
+
+
+def add_onnx_route(bundle: str | Path, route: dict = X86_ROUTE) -> dict:
+    """Write ``route["file"]`` (``uint8_activations`` of the bundle's S8S8 ``model.file``) into
+    the bundle, check that every output matches ``model.file``'s on the self-test's known
+    answers (within ``ROUTE_TOLERANCE``; else the file is removed and ``UsageError``), add
+    ``route`` to ``model.routes`` (replacing one for the same file) and re-stamp the manifest.
+    Returns the route entry. The self-test stays valid: it checks whichever file a machine
+    picks against the same answers."""
+    folder = resolve_bundle(bundle)
+    manifest = read_manifest(folder)
+    where = folder / MANIFEST
+    model = manifest["model"]
+    if model.get("format") != "onnx" or (model.get("quantization") or {}).get("activation") != (
+        "int8"
+    ):
+        raise UsageError(f"{where}: model.file is not an S8S8 ONNX model; no route to add")
+    if "self_test" not in manifest:
+        raise UsageError(f"{where}: no self-test to check the route on; run add-self-test first")
+    dst = folder / route["file"]
+    uint8_activations(folder / model["file"], dst)
+    diff = _max_difference(folder, manifest, model["file"], route["file"])
+    if diff > ROUTE_TOLERANCE:
+        dst.unlink()
+        raise UsageError(
+            f"{dst}: differs from {model['file']} by {diff:.3g} on the known answers "
+            f"(tolerance {ROUTE_TOLERANCE}); not added"
+        )
+    quantization = {**(model.get("quantization") or {}), "activation": "uint8"}
+    entry = {**route, "precision": model.get("precision", "int8"), "quantization": quantization}
+    routes = [r for r in model.get("routes", []) if r.get("file") != route["file"]]
+    manifest["model"] = {**model, "routes": [entry, *routes]}
+    write_manifest(folder, manifest)
+    return entry
+
+
+def _max_difference(folder: Path, manifest: dict, reference: str, candidate: str) -> float:
+    """Largest absolute difference of any output of two model files of a bundle on its
+    self-test's views (through the bundle's preprocessing scaling)."""
+    from leukedge.edge.backends import open_backend
+    from leukedge.edge.model import input_specs
+    from leukedge.edge.preprocess import Preprocess, scale_view
+
+    names = manifest.get("inputs", ["field"])
+    specs = input_specs(Preprocess.from_dict(manifest["preprocess"]), names)
+    with np.load(folder / manifest["self_test"]["file"], allow_pickle=False) as data:
+        xs = [scale_view(data[f"view_{name}"], spec) for name, spec in zip(names, specs)]
+    ref, cand = (
+        open_backend(folder / reference, threads=1),
+        open_backend(folder / candidate, threads=1),
+    )
+    diff = 0.0
+    for i in range(len(xs[0])):
+        rows = [x[i : i + 1] for x in xs]
+        a, b = ref.outputs(rows), cand.outputs(rows)
+        diff = max(diff, *(float(np.abs(a[k] - b[k]).max()) for k in a))
+    return diff
