@@ -92,8 +92,10 @@ def run(
             station.open_slide(slide, reopen=True)
     except (ConfigError, ResultsError, SlideError, ValueError) as exc:
         fail(f"refused: {exc}")
-    err_console.print(f"model {station.model.name} on {station.model.backend.name}, "
-                      f"source {cfg.source}, results {station.log.path}")  # fmt: skip
+    err_console.print(f"model {station.model.name} ({station.model.route.file}: "
+                      f"{station.model.route.why}) on {station.model.backend.name}, "
+                      f"source {cfg.source}, results {station.log.path}",
+                      markup=False, highlight=False)  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: src.stop())
     slides, problem = [], None
 
