@@ -51,10 +51,17 @@ def add_trust(
         ("feature dimensions", str(report["feature_dim"])),
         ("feature distance threshold", f"{report['feature_threshold']:.2f}"),
         ("validation fields flagged by it", f"{report['val_flagged']:.2%}"),
-        ("temperature", f"{report['temperature']:.3f}"),
+        (f"temperature (fitted on {report['calibration_n']})", f"{report['temperature']:.3f}"),
         ("ECE before / after", f"{report['ece_before']:.4f} / {report['ece_after']:.4f}"),
+        (
+            "clean: ECE before / after",
+            f"{report['ece_clean_before']:.4f} / {report['ece_clean_after']:.4f}",
+        ),  # fmt: skip
         (f"low-confidence threshold (target {target:.1%})", f"{report['threshold']:.3f}"),
-        ("validation fields under it", f"{report['val_under_threshold']:.2%}"),
+        (
+            "fields under it (all / clean)",
+            f"{report['calibration_under_threshold']:.2%} / {report['val_under_threshold']:.2%}",
+        ),  # fmt: skip
     ]
     for row in rows:
         table.add_row(*row)

@@ -83,7 +83,9 @@ def confident_threshold(probs: np.ndarray, labels: np.ndarray, target: float) ->
 @dataclass(frozen=True)
 class Calibration:
     """The manifest's ``trust.calibration``: the temperature and the low-confidence threshold
-    (on calibrated probabilities) chosen for ``target`` accuracy among confident fields."""
+    (on calibrated probabilities) chosen for ``target`` accuracy among confident fields, both
+    fitted on ``n`` fields of ``split`` under ``conditions`` ("clean" and shift names), with
+    the expected calibration error there before and after."""
 
     temperature: float
     threshold: float | None = None
@@ -91,6 +93,7 @@ class Calibration:
     ece_before: float | None = None
     ece_after: float | None = None
     split: str = "val"
+    conditions: tuple[str, ...] = ("clean",)
     n: int = 0
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
@@ -100,7 +103,7 @@ class Calibration:
         return scale_probabilities(probs, self.temperature)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "conditions": list(self.conditions)}
 
     @classmethod
     def from_manifest(cls, d: dict, where: str) -> Calibration:

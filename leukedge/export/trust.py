@@ -8,9 +8,15 @@ as the station does, and writes:
 - ``trust.features``: class means and shared covariance of the training fields' pooled
   features, the threshold at ``percentile`` of the validation fields' distances
   (``leukedge.edge.features``);
-- ``trust.calibration``: the temperature fitted on the validation fields, the expected
-  calibration error before and after, and the lowest low-confidence threshold at which the
-  validation fields above it are at least ``target`` accurate (``leukedge.edge.calibration``).
+- ``trust.calibration``: the temperature fitted on the validation fields as they are and
+  under each shift of the shift suite (the lamp and stain changes the station must take),
+  the expected calibration error before and after, and the lowest low-confidence threshold
+  at which those fields above it are at least ``target`` accurate
+  (``leukedge.edge.calibration``). Clean validation fields alone are too few errors to fit
+  on (one in 278 for each shipped model: fitted on them alone, the default model's
+  temperature came out 0.42, and its threshold the lowest validation confidence, 0.50);
+- ``trust.quality`` and ``trust.scale``: the training fields' focus, exposure and colour
+  limits and red-cell size (``leukedge.edge.quality``, ``leukedge.edge.scale``).
 
 Every file's SHA-256 is then re-stamped, and a known-answer self-test already in the
 bundle is made again (``leukedge.export.selftest``) so it checks the features too.
@@ -29,12 +35,20 @@ import numpy as np
 
 from leukedge.data.split import Row, read_split
 from leukedge.edge.bundle import MANIFEST, read_manifest, sha256_file, verify_bundle, write_manifest
-from leukedge.edge.calibration import Calibration, confident_threshold, fit_temperature
+from leukedge.edge.calibration import (
+    Calibration,
+    confident_threshold,
+    fit_temperature,
+    scale_probabilities,
+)
 from leukedge.edge.features import fit_feature_stats
 from leukedge.edge.imageio import read_field
 from leukedge.edge.model import Model, resolve_bundle
+from leukedge.edge.quality import quality_reference
+from leukedge.edge.scale import scale_reference
 from leukedge.errors import DataError
 from leukedge.evaluation.metrics import expected_calibration_error, reliability
+from leukedge.evaluation.shifts import SHIFTS, apply_shift
 from leukedge.progress import progress_bar
 
 from .common import class_indices
@@ -94,11 +108,16 @@ def split_rows(split_csv: Path, manifest: dict, data: str | Path | None) -> list
     return rows
 
 
-def split_outputs(model: Model, rows: Sequence[Row], description: str) -> SplitOutputs:
-    """Run ``model`` on the rows' fields, one at a time as on the station."""
+def split_outputs(
+    model: Model, rows: Sequence[Row], description: str, shift: str | None = None
+) -> SplitOutputs:
+    """Run ``model`` on the rows' fields (under a shift of the shift suite, if given), one at
+    a time as on the station."""
     probs, feats = [], []
     for r in progress_bar(rows, description):
-        out = model.outputs(model.prepare_batch([read_field(r.path)]))
+        rgb = read_field(r.path)
+        rgb = rgb if shift is None else apply_shift(rgb, shift)
+        out = model.outputs(model.prepare_batch([rgb]))
         probs.append(out["probabilities"][0])
         feats.append(out["features"][0])
     return SplitOutputs(np.stack(probs), np.stack(feats), class_indices(rows, model.classes))
@@ -116,9 +135,10 @@ def add_trust(
 ) -> dict:
     """Add ``trust.features`` and ``trust.calibration`` to a bundle, in place (module doc).
 
-    Returns a report: the validation figures (flag rate, ECE before and after, the
-    threshold and the share of validation fields under it) and the reliability-diagram
-    data before and after (``leukedge.training.metrics.reliability``).
+    Returns a report: the validation figures (flag rate, ECE before and after on the
+    calibration fields and on the clean ones, the threshold and the share of fields under
+    it) and the calibration fields' reliability-diagram data before and after
+    (``leukedge.evaluation.metrics.reliability``).
     """
     folder = resolve_bundle(bundle)
     manifest = read_manifest(folder)
@@ -143,20 +163,30 @@ def add_trust(
     val_dist = stats.distances(val.features)
     stats = stats.with_threshold(val_dist, percentile)
 
-    temperature = fit_temperature(val.probs, val.labels)
-    cal = Calibration(temperature, split="val", n=len(val.labels))
-    calibrated = cal.apply(val.probs)
+    shifted = [split_outputs(model, by_split["val"], f"Validation fields, {s}", s) for s in SHIFTS]
+    probs = np.concatenate([val.probs, *(o.probs for o in shifted)])
+    labels = np.concatenate([val.labels, *(o.labels for o in shifted)])
+    temperature = fit_temperature(probs, labels)
+    calibrated = scale_probabilities(probs, temperature)
     cal = Calibration(
         temperature,
-        confident_threshold(calibrated, val.labels, target),
+        confident_threshold(calibrated, labels, target),
         target,
-        expected_calibration_error(val.labels, val.probs),
-        expected_calibration_error(val.labels, calibrated),
+        expected_calibration_error(labels, probs),
+        expected_calibration_error(labels, calibrated),
         "val",
-        len(val.labels),
+        ("clean", *SHIFTS),
+        len(labels),
     )
-    trust = {**(manifest.get("trust") or {}), "features": stats.to_dict(), "calibration":
-             cal.to_dict()}  # fmt: skip
+    clean = cal.apply(val.probs)
+    train_rows = by_split["train"]
+    trust = {
+        **(manifest.get("trust") or {}),
+        "features": stats.to_dict(),
+        "calibration": cal.to_dict(),
+        "quality": quality_reference(read_field(r.path) for r in train_rows),
+        "scale": scale_reference(read_field(r.path) for r in train_rows),
+    }
     write_manifest(folder, {**base, "trust": trust})
     if "self_test" in manifest:  # known answers again, now with the features
         tolerance = manifest["self_test"].get("tolerance", {}).get("probabilities")
@@ -168,21 +198,26 @@ def add_trust(
         "feature_dim": stats.dim,
         "feature_threshold": stats.threshold,
         "val_flagged": float(np.mean(val_dist > stats.threshold)),
+        "calibration_n": len(labels),
         "temperature": temperature,
         "ece_before": cal.ece_before,
         "ece_after": cal.ece_after,
+        "ece_clean_before": expected_calibration_error(val.labels, val.probs),
+        "ece_clean_after": expected_calibration_error(val.labels, clean),
         "threshold": cal.threshold,
-        "val_under_threshold": float(np.mean(calibrated.max(axis=1) < cal.threshold)),
+        "val_under_threshold": float(np.mean(clean.max(axis=1) < cal.threshold)),
+        "calibration_under_threshold": float(np.mean(calibrated.max(axis=1) < cal.threshold)),
         "reliability": {
-            "before": reliability(val.labels, val.probs),
-            "after": reliability(val.labels, calibrated),
+            "before": reliability(labels, probs),
+            "after": reliability(labels, calibrated),
         },
     }
 
 
 def plot_reliability(report: dict, path: str | Path, title: str) -> Path:
-    """The validation fields' reliability diagrams before and after temperature scaling, side
-    by side, from an ``add_trust`` report, as a PNG (``leukedge.evaluation.plots``)."""
+    """The calibration fields' reliability diagrams (validation, clean and under the shift
+    suite) before and after temperature scaling, side by side, from an ``add_trust`` report,
+    as a PNG (``leukedge.evaluation.plots``)."""
     from leukedge.evaluation.render import check_plots
 
     check_plots()
@@ -196,7 +231,7 @@ def plot_reliability(report: dict, path: str | Path, title: str) -> Path:
         plot_one(sub, {"clean": {"reliability": report["reliability"][key],
                                  "ece": report[f"ece_{key}"]}})  # fmt: skip
         name = "model file" if key == "before" else f"T = {report['temperature']:.2f}"
-        sub.suptitle(f"{key} ({name}), {report['val_n']} validation fields")
+        sub.suptitle(f"{key} ({name}): {report['calibration_n']} validation fields")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
