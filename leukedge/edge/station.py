@@ -51,18 +51,27 @@ class LoggedField:
     result: FieldResult
 
 
-def tally_from_rows(slide_id: str, rows: Iterable[dict[str, Any]]) -> SlideTally:
-    """A slide's ``SlideTally`` rebuilt from its logged rows (``ResultsLog.results``)."""
+def tally_from_rows(
+    slide_id: str, rows: Iterable[dict[str, Any]], repair: ResultsLog | None = None
+) -> SlideTally:
+    """A slide's ``SlideTally`` rebuilt from its logged rows (``ResultsLog.results``).
+
+    With ``repair``, a copy whose row lacks "duplicate" (a crash came between logging it
+    and storing its reasons) gets it in that log.
+    """
     tally = SlideTally(slide_id)
     for r in rows:
-        tally.add(
+        reasons = r["reasons"] or ()
+        copy = tally.add(
             r["label"],
             bool(r["uncertain"]),
             r["error"] is not None,
             sha256=r["image_sha256"],
             phash=r["phash"],
-            reasons=r["reasons"] or (),
+            reasons=reasons,
         )
+        if copy and repair is not None and "duplicate" not in reasons:
+            repair.set_reasons(r["id"], (*reasons, "duplicate"))
     return tally
 
 
@@ -97,7 +106,7 @@ def end_logged_slide(log: ResultsLog, slide_id: str) -> dict[str, Any]:
     info = log.slide(slide_id)
     if info.state == "ended":
         return info.call or {}
-    call = call_record(tally_from_rows(slide_id, log.results(slide_id)))
+    call = call_record(tally_from_rows(slide_id, log.results(slide_id), log))
     log.end_slide(slide_id, call)
     return call
 
@@ -206,7 +215,7 @@ class Station:
             reopen=reopen,
             **meta,
         )
-        self._tallies[slide_id] = tally_from_rows(slide_id, self.log.results(slide_id))
+        self._tallies[slide_id] = tally_from_rows(slide_id, self.log.results(slide_id), self.log)
         return info
 
     def end_slide(self, slide_id: str) -> dict[str, Any]:
