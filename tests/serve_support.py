@@ -10,11 +10,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 pytest.importorskip("starlette", reason="no station extra here (pip install .[station])")
 
-from leukedge.edge.capture_trigger import CaptureTrigger  # noqa: E402
+from leukedge.edge.classes import CLASSES  # noqa: E402
 from leukedge.edge.model import Model  # noqa: E402
 from leukedge.edge.results_log import ResultsLog  # noqa: E402
 from leukedge.edge.sources import Frame, Source, SyntheticSource  # noqa: E402
@@ -53,23 +55,53 @@ class StillCamera(Source):
             n += 1
 
 
-class LowResCamera(Source):
-    """A camera running its own trigger, as the Pi camera does: it watches a low-resolution
-    stream and yields a full-resolution frame only when its ``trigger`` takes one."""
+class FakeMicroscope:
+    """A Pi camera on a microscope, with picamera2's calls (``camera_factory``): frame n
+    of the main stream (RGB888: B, G, R) is synthetic field n, the low-resolution stream
+    (YUV420) the same frame scaled down, as the ISP gives it."""
 
-    def __init__(self, size=(128, 96)) -> None:
-        super().__init__()
-        self.trigger = CaptureTrigger("continuous")  # the page sets its own mode
-        self.size = size
+    def __init__(self, camera_num: int = 0):
+        self.n = 0
 
-    def _generate(self) -> Iterator[Frame]:
-        n = 0
-        while not self.stopping:
-            n += 1
-            full = synth_field("Pre", size=self.size[::-1], seed=n)[0]
-            if self.trigger.observe(full[::4, ::4]):  # the low-resolution stream
-                yield Frame(f"lowres:0#{n}", rgb=full)
-            self.wait(0.02)
+    def create_still_configuration(self, main, lores=None):
+        return {"main": main, "lores": lores}
+
+    def configure(self, config):
+        self.main, self.lores = config["main"]["size"], config["lores"]["size"]
+
+    def start(self):
+        pass
+
+    def capture_metadata(self):
+        return {"ExposureTime": 12000, "AnalogueGain": 1.25, "ColourGains": (1.8, 1.5)}
+
+    def set_controls(self, controls):
+        pass
+
+    def capture_request(self):
+        self.n += 1
+        rgb = synth_field(CLASSES[self.n % 4], size=self.main[::-1], seed=self.n)[0]
+        return _Request(rgb, self.lores)
+
+    def stop(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _Request:
+    def __init__(self, rgb: np.ndarray, lores: tuple[int, int]):
+        self.rgb, self.lores = rgb, lores
+
+    def make_array(self, stream: str) -> np.ndarray:
+        if stream == "main":
+            return np.ascontiguousarray(self.rgb[..., ::-1])
+        small = cv2.resize(self.rgb, self.lores, interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, cv2.COLOR_RGB2YUV_I420)
+
+    def release(self) -> None:
+        pass
 
 
 def gone_until(back: threading.Event, size=(64, 64)) -> Callable[[], Source]:

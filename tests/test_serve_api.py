@@ -9,8 +9,8 @@ import threading
 import httpx
 import pytest
 from serve_support import (
+    FakeMicroscope,
     GoneCamera,
-    LowResCamera,
     StillCamera,
     gone_until,
     live_server,
@@ -21,10 +21,11 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from leukedge.cli import app as cli
+from leukedge.edge.config import StationConfig
 from leukedge.edge.model import load_model
 from leukedge.edge.sources import SyntheticSource
 from leukedge.station.security import MIN_TOKEN, ServeError, check_bind
-from leukedge.station.server import bind
+from leukedge.station.server import bind, camera_opener
 
 JSON = {"content-type": "application/json"}
 TOKEN = "t0k3n-for-the-station-page"
@@ -207,18 +208,22 @@ def test_auto_capture_takes_one_field_per_still_view(model, tmp_path):
         assert client.get("/api/status").json()["camera"]["trigger"]["captures"] == 1
 
 
-def test_a_camera_with_its_own_trigger_captures_full_resolution(model, tmp_path):
-    app, station, camera = make_app(model, tmp_path / "results", opener=LowResCamera)
+def test_the_pi_camera_live_view_is_low_resolution_and_a_capture_full(model, tmp_path):
+    """picamera2 (a fake camera): its own trigger watches the low-resolution stream, the
+    page's capture takes the same frame at full resolution."""
+    options = {"size": [640, 480], "preview_width": 160, "settle": 0,
+               "camera_factory": FakeMicroscope}  # fmt: skip
+    config = StationConfig(source="picamera2", source_options={"picamera2": options})
+    app, station, camera = make_app(model, tmp_path / "results", opener=camera_opener(config))
     with TestClient(app, base_url="http://127.0.0.1") as client:
         wait_for(lambda: camera.trigger.latest is not None, what="the low-resolution stream")
-        assert camera.trigger.mode == "demand"  # the page's mode, not the source's
-        assert _post(client, "/api/slides", {"slide": "S-LR"}).status_code == 201
+        assert camera.trigger.mode == "demand" and camera.trigger.latest.shape == (120, 160, 3)
+        assert _post(client, "/api/slides", {"slide": "S-PI"}).status_code == 201
         r = _post(client, "/api/capture")
         assert r.status_code == 201, r.text
-        assert station.log.results("S-LR")[0]["source_id"] == r.json()["source_id"]
-        assert camera.trigger.latest.shape[:2] == (24, 32)  # the live view: low resolution
-        assert client.get(f"/api/fields/{r.json()['id']}/view").status_code == 200
-        assert len(station.log.results("S-LR")) == 1  # demand mode: nothing taken meanwhile
+        assert r.json()["source_id"].startswith("picamera2:0#")
+        (row,) = station.log.results("S-PI")  # demand: nothing else taken meanwhile
+        assert client.app.state.web.images.field(row["id"]).shape == (480, 640, 3)
 
 
 def test_token_rule():

@@ -64,16 +64,17 @@ class CameraStatus:
 
 
 def live_view(
-    rgb: np.ndarray, focus: float, sharp: bool, caption: str | None, width: int = VIEW_WIDTH
+    rgb: np.ndarray, trigger: CaptureTrigger, caption: str | None, width: int = VIEW_WIDTH
 ) -> np.ndarray:
     """The live view of an RGB uint8 (H, W, 3) frame: scaled to ``width`` px, with the blast
-    mask outline, a focus bar (green when ``sharp``) and ``caption`` (the last result)
-    drawn on it; RGB uint8 (h, width, 3)."""
+    mask outline, a focus bar (the trigger's focus; full at 4x its ``min_focus``, green when
+    sharp) and ``caption`` (the last result) drawn on it; RGB uint8 (h, width, 3)."""
+    focus, sharp = trigger.focus, trigger.sharp
     h, w = rgb.shape[:2]
     small = cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
     out = draw_outline(small, segment(small, mode="robust").mask)
     full = width // 3
-    bar = int(min(1.0, focus / 500.0) * full)
+    bar = int(min(1.0, focus / (4 * trigger.auto.min_focus)) * full)
     cv2.rectangle(out, (6, 6), (6 + full, 18), (255, 255, 255), -1)
     cv2.rectangle(out, (6, 6), (6 + bar, 18), (40, 170, 40) if sharp else (230, 140, 0), -1)
     _text(out, f"focus {focus:.0f}" + ("" if sharp else " - not sharp"), (12 + full, 17))
@@ -125,6 +126,7 @@ class LiveCamera:
         self._fields = 0
         self._error: str | None = STARTING
         self._logged: str | None = None  # the problem last logged
+        self._adopted = False  # whether a source's own trigger is in use
         self._view_lock = threading.Lock()
         self._view: tuple[object, str | None, bytes] | None = None  # (frame, caption, JPEG)
         self._stop = threading.Event()
@@ -164,8 +166,7 @@ class LiveCamera:
             return None
         with self._view_lock:
             if self._view is None or self._view[0] is not latest or self._view[1] != caption:
-                t = self.trigger
-                jpeg = encode_jpeg(live_view(latest, t.focus, t.sharp, caption))
+                jpeg = encode_jpeg(live_view(latest, self.trigger, caption))
                 self._view = (latest, caption, jpeg)
             return self._view[2]
 
@@ -213,8 +214,9 @@ class LiveCamera:
         """Read ``source`` to its end; the last problem it reported since its last frame."""
         own = getattr(source, "trigger", None)
         owns_trigger = isinstance(own, CaptureTrigger)
-        if owns_trigger:  # the page's capture mode carries over to a reopened camera
-            own.mode, self.trigger = self.trigger.mode, own
+        if owns_trigger:  # its mode at first (the config's), then the page's on a reopening
+            own.mode = self.trigger.mode if self._adopted else own.mode
+            self.trigger, self._adopted = own, True
             with self._cond:  # it yields fields only: open means ready (or an error frame)
                 self._error = None
         problem = None
