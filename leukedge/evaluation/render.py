@@ -105,104 +105,109 @@ def paired_markdown(comparison: dict[str, dict]) -> list[str]:
     ]
 
 
+def _clean_section(clean: dict, ref) -> list[str]:
+    accuracy = f"{clean['correct']}/{clean['n']} = {100 * clean['accuracy']:.1f}%"
+    rows = [
+        ref(["accuracy", accuracy, f"{pct_interval(clean['accuracy_ci'])} (exact)"], "clean",
+            "accuracy"),
+        ref(["macro-F1", _f(clean["macro_f1"]), f"{_ci(clean['macro_f1_ci'])} (bootstrap)"],
+            "clean", "macro_f1"),
+        ref(["ECE (15 bins)", _f(clean["ece"]), f"{_ci(clean.get('ece_ci'))} (bootstrap)"],
+            "clean", "ece"),
+    ]  # fmt: skip
+    return [
+        "## Clean fields",
+        "",
+        *_table(["metric", "value", "95% CI", *ref.header], rows),
+        "",
+        allows(clean),
+    ]
+
+
+def _class_section(clean: dict, classes: Sequence[str]) -> list[str]:
+    rows = [
+        [c, str(m["support"]), class_figure(m, "sensitivity"), class_figure(m, "specificity"),
+         _f(m["f1"])]
+        for c, m in clean["per_class"].items()
+    ]  # fmt: skip
+    confusion = [[c, *map(str, r)] for c, r in zip(classes, clean["confusion"])]
+    return [
+        "## Per class",
+        "",
+        *_table(["class", "support", "sensitivity (95% CI)", "specificity (95% CI)", "F1"], rows),
+        "",
+        "## Confusion matrix (rows: true, columns: predicted)",
+        "",
+        *_table(["", *classes], confusion),
+    ]
+
+
+def _shift_section(result: dict, ref) -> list[str]:
+    def shift_row(label: str, m: dict, *ref_keys: str) -> list[str]:
+        cells = [label, right(m), _f(m["macro_f1"]), _f(m.get("accuracy_drop"))]
+        return ref(cells, *ref_keys, "accuracy")
+
+    worst = result["worst_shift"]
+    ref_worst = worst_shift((ref.reference or {}).get("shifts") or {}) or ""
+    rows = [shift_row("clean", result["clean"], "clean")]
+    rows += [shift_row(k, m, "shifts", k) for k, m in result["shifts"].items()]
+    rows.append(
+        shift_row(f"**worst shift** ({worst})", result["shifts"][worst], "shifts", ref_worst)
+    )
+    header = ["condition", "fields right (95% CI)", "macro-F1", "accuracy drop"]
+    return [
+        "## Colour shifts (raw field, before segmentation and preprocessing)",
+        "",
+        *_table([*header, *ref.header], rows),
+    ]
+
+
+def _shortcut_section(s: dict, ref) -> list[str]:
+    header = ["fields right (95% CI)", "macro-F1", "chance (commonest class)"]
+    row = ref([right(s), _f(s["macro_f1"]), _f(s["chance"])], "shortcut", "accuracy")
+    return [
+        "## Shortcut audit (cells painted with the background colour; lower is better)",
+        "",
+        *_table([*header, *ref.header], [row]),
+    ]
+
+
+class _Reference:
+    """The optional reference column: ``ref(cells, *keys)`` appends the reference's figure
+    at ``keys`` (``lookup``) when there is a reference."""
+
+    def __init__(self, reference: dict | None):
+        self.reference = reference
+        self.name = reference.get("name", "reference") if reference else None
+        self.header = [self.name] if reference else []
+
+    def __call__(self, cells: list[str], *keys: str) -> list[str]:
+        return cells + ([_f(lookup(self.reference, *keys))] if self.reference else [])
+
+
 def to_markdown(result: dict, title: str, reference: dict | None = None) -> str:
     """The report as Markdown tables. ``reference``, shaped like ``result`` (any subset,
     e.g. another ``report.json``, plus an optional ``name``), adds a column to compare, and
     a paired comparison (McNemar) when it holds per-field predictions of the same fields."""
-    ref_name = reference.get("name", "reference") if reference else None
-    ref_header = [ref_name] if reference else []
-
-    def row(cells: list[str], *ref_keys: str) -> list[str]:
-        return cells + ([_f(lookup(reference, *ref_keys))] if reference else [])
-
-    clean, classes = result["clean"], result["classes"]
+    ref = _Reference(reference)
     lines = [
         f"# {title}",
         "",
-        f"{result['n']} fields, classes {', '.join(classes)}; {len(result['skipped'])} "
-        "skipped. Intervals: 95%, exact (Clopper-Pearson) for proportions of fields "
-        "(accuracy, sensitivity, specificity), percentile bootstrap over fields for macro-F1 "
-        "and ECE.",
+        f"{result['n']} fields, classes {', '.join(result['classes'])}; "
+        f"{len(result['skipped'])} skipped. Intervals: 95%, exact (Clopper-Pearson) for "
+        "proportions of fields (accuracy, sensitivity, specificity), percentile bootstrap over "
+        "fields for macro-F1 and ECE.",
         "",
-        "## Clean fields",
+        *_clean_section(result["clean"], ref),
         "",
-        *_table(
-            ["metric", "value", "95% CI", *ref_header],
-            [
-                row(
-                    [
-                        "accuracy",
-                        f"{clean['correct']}/{clean['n']} = {100 * clean['accuracy']:.1f}%",
-                        f"{pct_interval(clean['accuracy_ci'])} (exact)",
-                    ],
-                    "clean",
-                    "accuracy",
-                ),  # fmt: skip
-                row(
-                    ["macro-F1", _f(clean["macro_f1"]), _ci(clean["macro_f1_ci"])],
-                    "clean",
-                    "macro_f1",
-                ),  # fmt: skip
-                row(["ECE (15 bins)", _f(clean["ece"]), _ci(clean.get("ece_ci"))], "clean", "ece"),
-            ],
-        ),
-        "",
-        allows(clean),
-        "",
-        "## Per class",
-        "",
-        *_table(
-            ["class", "support", "sensitivity (95% CI)", "specificity (95% CI)", "F1"],
-            [
-                [
-                    c,
-                    str(m["support"]),
-                    class_figure(m, "sensitivity"),
-                    class_figure(m, "specificity"),
-                    _f(m["f1"]),
-                ]  # fmt: skip
-                for c, m in clean["per_class"].items()
-            ],
-        ),
-        "",
-        "## Confusion matrix (rows: true, columns: predicted)",
-        "",
-        *_table(["", *classes], [[c, *map(str, r)] for c, r in zip(classes, clean["confusion"])]),
+        *_class_section(result["clean"], result["classes"]),
     ]
     if result["shifts"]:
-
-        def shift_row(label: str, m: dict, *ref_keys: str) -> list[str]:
-            cells = [label, right(m), _f(m["macro_f1"]), _f(m.get("accuracy_drop"))]
-            return row(cells, *ref_keys, "accuracy")
-
-        worst = result["worst_shift"]
-        ref_worst = worst_shift((reference or {}).get("shifts") or {}) or ""
-        rows = [shift_row("clean", clean, "clean")]
-        rows += [shift_row(k, m, "shifts", k) for k, m in result["shifts"].items()]
-        rows.append(
-            shift_row(f"**worst shift** ({worst})", result["shifts"][worst], "shifts", ref_worst)
-        )
-        header = ["condition", "fields right (95% CI)", "macro-F1", "accuracy drop"]
-        lines += [
-            "",
-            "## Colour shifts (raw field, before segmentation and preprocessing)",
-            "",
-            *_table([*header, *ref_header], rows),
-        ]
+        lines += ["", *_shift_section(result, ref)]
     if "shortcut" in result:
-        s = result["shortcut"]
-        header = ["fields right (95% CI)", "macro-F1", "chance (commonest class)"]
-        lines += [
-            "",
-            "## Shortcut audit (cells painted with the background colour; lower is better)",
-            "",
-            *_table(
-                [*header, *ref_header],
-                [row([right(s), _f(s["macro_f1"]), _f(s["chance"])], "shortcut", "accuracy")],
-            ),
-        ]
-    if reference and (comparison := paired_results(result, reference, ("this", ref_name))):
-        lines += ["", f"## Paired comparison with {ref_name}", "", *paired_markdown(comparison)]
+        lines += ["", *_shortcut_section(result["shortcut"], ref)]
+    if reference and (comparison := paired_results(result, reference, ("this", ref.name))):
+        lines += ["", f"## Paired comparison with {ref.name}", "", *paired_markdown(comparison)]
     if result["skipped"]:
         lines += ["", "## Skipped files", ""]
         lines += [f"- `{s['path']}`: {s['problem']}" for s in result["skipped"]]

@@ -24,7 +24,10 @@ import json
 import re
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from leukedge.edge.backends import open_backend
 from leukedge.edge.bundle import write_manifest
@@ -118,6 +121,65 @@ def recorded_preprocess(keras_path: str | Path) -> dict:
     return recorded
 
 
+@dataclass(frozen=True)
+class _Export:
+    """One Keras export, whatever the format: the model, its run name, preprocessing and
+    settings, input names, the evaluation fields (inputs ``x_eval``, labels ``y_eval``, the
+    Keras probabilities), calibration inputs by name, the manifest entries every bundle
+    shares and the metadata written into the model files."""
+
+    model: object
+    run_name: str
+    spec: Preprocess
+    settings: ExportSettings
+    names: list[str]
+    x_eval: list[np.ndarray]
+    y_eval: np.ndarray
+    keras_probs: np.ndarray
+    calib: dict[str, np.ndarray]
+    shared: dict
+    meta: dict
+
+
+def _format_bundles(job: _Export, fmt: str, tmp: Path) -> tuple[dict[str, Path], dict | None]:
+    """Write the fp32 (and INT8) bundles of one format under ``tmp``, each file checked
+    against Keras; returns {"<fmt>-<precision>": folder} and the INT8 fidelity report."""
+    seed = job.settings.seed
+    precisions = ("fp32", "int8") if job.settings.int8 else ("fp32",)
+    folders = {p: tmp / bundle_name(fmt, p) for p in precisions}
+    files = {p: folder / MODEL_FILES[fmt] for p, folder in folders.items()}
+    for folder in folders.values():
+        folder.mkdir()
+    if fmt == "tflite":
+        quantization = _tflite_models(tmp / "saved_model", files, job.calib, job.meta, seed)
+    else:
+        settings = job.settings.onnx_int8
+        quantization = _onnx_models(job.model, files, job.calib, job.meta, seed, settings)
+    for path in files.values():
+        _check_input_order(path, job.names)
+    diff = compare(job.keras_probs, model_probs(files["fp32"])(job.x_eval))["max_abs_prob_diff"]
+    if diff > VERIFY_ATOL:
+        raise RuntimeError(f"{files['fp32']}: differs from Keras by {diff:.2e}")
+    evaluation, report = common.evaluate_models(
+        files["fp32"],
+        files.get("int8"),
+        job.x_eval,
+        job.y_eval,
+        job.settings.eval_split,
+        (bundle_name(fmt, "fp32"), bundle_name(fmt, "int8")),
+        quantization.get("int8"),
+    )
+    evaluation["fp32"]["max_abs_prob_diff_vs_keras"] = diff
+    staged = {}
+    for precision, folder in folders.items():
+        entry = common.model_entry(files[precision], job.spec, precision, quantization[precision])
+        manifest = {"name": f"{job.run_name}-{folder.name}", **job.shared, "model": entry}
+        write_manifest(folder, {**manifest, "evaluation": evaluation[precision]})
+        add_self_test(folder)
+        staged[f"{fmt}-{precision}"] = folder
+    return staged, report
+
+
 def export_keras_bundles(
     keras_path: str | Path,
     out_dir: str | Path,
@@ -162,67 +224,31 @@ def export_keras_bundles(
         for name, s in zip(names, specs)
         if int8
     }
-    shared = {
-        **common.common_manifest(
-            keras_path,
-            split_csv,
-            classes,
-            spec,
-            settings.uncertain_threshold,
-            calib_rows,
-            {"framework": "keras", "arch": record.get("arch")},
-        ),
-        "inputs": names,
-    }
-    meta = {
-        "names": classes,
-        "preprocess": spec.to_dict(),
-        "inputs": names,
-        "output": "probabilities",
-    }
+    shared = common.common_manifest(
+        keras_path,
+        split_csv,
+        classes,
+        spec,
+        settings.uncertain_threshold,
+        calib_rows,
+        {"framework": "keras", "arch": record.get("arch")},
+    )
+    meta = {"names": classes, "preprocess": spec.to_dict(), "inputs": names}
+    job = _Export(
+        model, keras_path.parent.name, spec, settings, names, x_eval, y_eval, keras_probs, calib,
+        shared={**shared, "inputs": names}, meta={**meta, "output": "probabilities"},
+    )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
-
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         tmp = Path(tmp)
         if "tflite" in to:
             model.export(str(tmp / "saved_model"), verbose=False)
         staged, reports = {}, {}
         for fmt in to:
-            precisions = ("fp32", "int8") if int8 else ("fp32",)
-            folders = {p: tmp / bundle_name(fmt, p) for p in precisions}
-            files = {p: folder / MODEL_FILES[fmt] for p, folder in folders.items()}
-            for folder in folders.values():
-                folder.mkdir()
-            if fmt == "tflite":
-                quantization = _tflite_models(tmp / "saved_model", files, calib, meta, seed)
-            else:
-                quantization = _onnx_models(model, files, calib, meta, seed, settings.onnx_int8)
-            for path in files.values():
-                _check_input_order(path, names)
-            diff = compare(keras_probs, model_probs(files["fp32"])(x_eval))["max_abs_prob_diff"]
-            if diff > VERIFY_ATOL:
-                raise RuntimeError(f"{files['fp32']}: differs from Keras by {diff:.2e}")
-            evaluation, report = common.evaluate_models(
-                files["fp32"],
-                files.get("int8"),
-                x_eval,
-                y_eval,
-                eval_split,
-                (bundle_name(fmt, "fp32"), bundle_name(fmt, "int8")),
-                quantization.get("int8"),
-            )
-            evaluation["fp32"]["max_abs_prob_diff_vs_keras"] = diff
+            bundles, report = _format_bundles(job, fmt, tmp)
+            staged |= bundles
             if report is not None:
                 reports[f"fidelity-{fmt}"] = report
-            for precision, folder in folders.items():
-                entry = common.model_entry(
-                    files[precision], spec, precision, quantization[precision]
-                )
-                manifest = {"name": f"{keras_path.parent.name}-{folder.name}", **shared}
-                manifest = {**manifest, "model": entry, "evaluation": evaluation[precision]}
-                write_manifest(folder, manifest)
-                add_self_test(folder)
-                staged[f"{fmt}-{precision}"] = folder
         return common.replace_outputs(
             out_dir,
             staged,

@@ -289,32 +289,46 @@ def train_keras(
     if init is not None:  # before anything is written or read
         _check_init(Path(init), config)
     write_run_config(out_dir, config, split_csv)
+    resume = resume and (out_dir / LAST).is_file()
+    result = _train(config, train, val, out_dir, resume, threads, verbose)
+    write_run_config(out_dir, {**config, "result": result}, split_csv)
+    return out_dir / BEST
+
+
+def _train(config: dict, train: list[Row], val: list[Row], out_dir: Path, resume: bool,
+           threads: int | None, verbose) -> dict:  # fmt: skip
+    """Read the fields, make the batches and the model of a run ``config`` and fit it
+    (``resume``: from ``last.keras`` and ``history.csv``); returns the run's result."""
+    spec, names, classes = (
+        Preprocess.from_dict(config["preprocess"]),
+        config["inputs"],
+        config["classes"],
+    )
     specs = input_specs(spec, names)
     fields = _Fields(train + val, spec, any(s.input_mode == "mask" for s in specs))
-    classes = config["classes"]
     val_data = (
         _prepare_all(val, fields, specs, names),
         np.array([classes.index(r.label) for r in val], np.int64),
     )
-    train_rows = balance_rows(train, seed) if balance else train
+    seed, batch = config["seed"], config["batch"]
+    train_rows = balance_rows(train, seed) if config["balance"] else train
     labels = np.array([classes.index(r.label) for r in train_rows], np.int64)
+    jitter_cfg = Jitter(**config["jitter"]) if config["jitter"] else None
     batches = _TrainBatches(
-        train_rows, fields, specs, names, labels, batch, seed, jitter_cfg, flips
+        train_rows, fields, specs, names, labels, batch, seed, jitter_cfg, config["flips"]
     )
-    history = _history(out_dir / HISTORY) if resume and (out_dir / LAST).is_file() else []
+    history = _history(out_dir / HISTORY) if resume else []
     model = _model(out_dir, config, math.ceil(len(train_rows) / batch), resume=bool(history))
-    _fit(model, batches, val_data, out_dir, epochs, history, threads, verbose)
+    _fit(model, batches, val_data, out_dir, config["epochs"], history, threads, verbose)
     history = _history(out_dir / HISTORY)
     best = max(range(len(history)), key=lambda i: epoch_rank(history[i]))
-    result = {
+    return {
         "epochs_done": len(history),
         "best_epoch": best + 1,
         "best_val_accuracy": float(history[best]["val_accuracy"]),
         "val_n": len(val),
         "train_n": len(train_rows),
     }
-    write_run_config(out_dir, {**config, "result": result}, split_csv)
-    return out_dir / BEST
 
 
 def _model(out_dir: Path, config: dict, steps: int, resume: bool):
