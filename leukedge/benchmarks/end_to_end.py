@@ -79,8 +79,8 @@ def run(models: list[dict], data_dir: Path, quick: bool) -> dict:
     try:
         encoded = inputs(data_dir, quick)
         rows = []
-        for m in models:
-            pipeline = FieldPipeline(load_model(m["bundle"], m["backend"], 1))
+        for m in [m for m in models if m.get("picked", True)]:  # the file this machine runs
+            pipeline = FieldPipeline(load_model(m["bundle"], m["backend"], 1, route=m.get("route")))
             for kind, data in encoded.items():
                 rows.append(
                     {

@@ -5,12 +5,16 @@ the PyTorch and Keras baselines, each configuration in a fresh process
 Ratios compare configurations measured in the same run, at the same thread count:
 INT8 against fp32 (latency and file size) and every bundle against the baseline of
 its architecture and input size (``ratio`` = baseline / candidate: above 1, the
-candidate is faster or smaller).
+candidate is faster or smaller). Each configuration runs ``REPEATS`` times, interleaved, and
+reports the median over runs and their spread. A bundle is measured on each of its model
+files (``model.file`` and ``model.routes``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+
+import numpy as np
 
 from .spawn import SpawnError, run_module
 from .timing import QUICK, Budget
@@ -19,12 +23,18 @@ from .timing import QUICK, Budget
 BASELINES = {"pytorch": ("ultralytics", "pt", "pytorch"), "keras": ("keras", "keras", "keras")}
 #: Row keys copied from model records.
 KEEP = ("name", "arch", "model", "format", "precision", "backend", "size_bytes", "input_size")
+#: Row keys copied from bundle records only (which model file, whether this machine picks it).
+ROUTE_KEYS = ("route", "picked", "sha256")
 
 
 def label(row: dict) -> str:
     """Model, format, precision and backend; and the bundle name of a trained bundle."""
     text = f"{row['model']} {row['format']} {row['precision']} {row['backend']}"
-    return f"{text} [{row['name']}]" if row["source"] in ("shipped", "given") else text
+    if row["source"] not in ("shipped", "given"):
+        return text
+    return (
+        f"{text} [{row['name']}: {row['route']}]" if "route" in row else f"{text} [{row['name']}]"
+    )
 
 
 def configs(zoo: dict, threads: list[int], field: str, budget: Budget) -> list[tuple[dict, dict]]:
@@ -34,7 +44,13 @@ def configs(zoo: dict, threads: list[int], field: str, budget: Budget) -> list[t
     for t in threads:
         for m in zoo["models"]:
             row = {**{k: m[k] for k in KEEP}, "source": m["source"], "trained": m["trained"]}
-            payload = {"kind": "bundle", "path": m["bundle"], "backend": m["backend"]}
+            row |= {k: m[k] for k in ROUTE_KEYS if k in m}
+            payload = {
+                "kind": "bundle",
+                "path": m["bundle"],
+                "backend": m["backend"],
+                "route": m.get("route"),
+            }
             out.append(({**row, "threads": t}, {**base, **payload, "threads": t}))
         for b in zoo["baselines"]:
             kind, fmt, backend = BASELINES[b["framework"]]
@@ -95,13 +111,54 @@ def ratios(rows: list[dict]) -> list[dict]:
     return out
 
 
+#: Fresh-process runs of each configuration (interleaved: every configuration once, then
+#: again), and the relative spread of their medians above which a row is flagged as noisy.
+REPEATS, NOISY_SPREAD = 3, 0.2
+
+
+def _merge(runs: list[dict]) -> dict:
+    """One row from repeated worker runs of a configuration: each statistic the median over
+    runs, ``runs_median_ms`` the runs' medians and ``spread`` (max - min) / median of them."""
+    out = dict(runs[0])
+    out["cold_start_ms"] = float(np.median([r["cold_start_ms"] for r in runs]))
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    for measure in ("infer", "predict"):
+        stats = {k: float(np.median([r[measure][k] for r in runs])) for k in runs[0][measure]}
+        medians = [r[measure]["median_ms"] for r in runs]
+        stats["n"] = int(sum(r[measure]["n"] for r in runs))
+        stats["runs_median_ms"] = medians
+        stats["spread"] = (max(medians) - min(medians)) / stats["median_ms"]
+        out[measure] = stats
+    return out
+
+
 def run(zoo: dict, threads: list[int], field: str, quick: bool) -> dict:
-    """Measure every configuration: ``{"rows", "ratios", "failures", "budget"}``."""
+    """Measure every configuration ``REPEATS`` times, interleaved (once with ``quick``):
+    ``{"rows", "ratios", "failures", "budget", "repeats", "noisy"}``; ``noisy`` labels
+    the rows whose runs' medians spread by more than ``NOISY_SPREAD``."""
     budget = QUICK if quick else Budget()
-    rows, failures = [], []
-    for row, payload in configs(zoo, threads, field, budget):
-        try:
-            rows.append({**row, **run_module("worker", payload, 120 if quick else 600)})
-        except SpawnError as exc:
-            failures.append({"config": f"{label(row)} threads={row['threads']}", "error": str(exc)})
-    return {"budget": asdict(budget), "rows": rows, "ratios": ratios(rows), "failures": failures}
+    repeats = 1 if quick else REPEATS
+    todo = configs(zoo, threads, field, budget)
+    runs: list[list[dict]] = [[] for _ in todo]
+    failures = []
+    for _ in range(repeats):
+        for i, (row, payload) in enumerate(todo):
+            try:
+                runs[i].append(run_module("worker", payload, 120 if quick else 600))
+            except SpawnError as exc:
+                where = f"{label(row)} threads={row['threads']}"
+                failures.append({"config": where, "error": str(exc)})
+    rows = [{**row, **_merge(r)} for (row, _), r in zip(todo, runs) if r]
+    noisy = [
+        f"{label(r)} threads={r['threads']}"
+        for r in rows
+        if max(r["infer"]["spread"], r["predict"]["spread"]) > NOISY_SPREAD
+    ]
+    return {
+        "budget": asdict(budget),
+        "repeats": repeats,
+        "rows": rows,
+        "ratios": ratios(rows),
+        "failures": failures,
+        "noisy": noisy,
+    }

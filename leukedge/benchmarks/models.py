@@ -2,7 +2,8 @@
 and architecture-only (untrained) models built on the fly by ``leukedge.benchmarks.build``.
 
 Each model is a record (a dict): ``name``, ``arch`` (architecture), ``model`` (its
-display name), ``format``, ``precision``, ``backend``, ``bundle``, ``file``,
+display name), ``format``, ``precision``, ``backend``, ``bundle``, ``file``, ``route``,
+``picked``, ``sha256`` (bundles: the model file, whether this machine runs it, its prefix),
 ``size_bytes``, ``input_size``, ``source`` ("shipped", "given" or
 "architecture-only") and ``trained``. Baselines (what a user would run instead) are
 records with ``framework`` ("pytorch" or "keras"), ``arch``, ``model``, ``file``,
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..edge.backends import FORMAT_BACKEND, available_backends
 from ..edge.bundle import MANIFEST, read_manifest
 from ..edge.model import MODELS_DIR
+from ..edge.routes import choose_route
 from .spawn import SpawnError, run_module
 
 #: Builders: architecture -> (packages they need, seconds allowed).
@@ -36,14 +38,26 @@ def arch_of(manifest: dict) -> str:
 
 
 def bundle_record(
-    bundle: str | Path, source: str, trained: bool, arch: str | None = None, model: str = ""
+    bundle: str | Path,
+    source: str,
+    trained: bool,
+    arch: str | None = None,
+    model: str = "",
+    route: str | None = None,
 ) -> dict:
-    """The record of a bundle folder (see the module docstring)."""
+    """The record of a bundle folder (see the module docstring) running ``route``, one of its
+    model files (default: the one this machine picks, ``leukedge.edge.routes``); ``picked``
+    says whether this machine would run it, ``sha256`` is the file's SHA-256 prefix."""
     bundle = Path(bundle).resolve()
     manifest = read_manifest(bundle)
-    file = bundle / manifest["model"]["file"]
+    chosen = choose_route(manifest, str(bundle / MANIFEST)).file
+    route = route or chosen
+    file = bundle / route
     arch = arch or arch_of(manifest)
     return {
+        "route": route,
+        "picked": route == chosen,
+        "sha256": manifest["files"][route][:12],
         "name": manifest.get("name", bundle.name),
         "arch": arch,
         "model": model or arch,
@@ -57,6 +71,15 @@ def bundle_record(
         "source": source,
         "trained": trained,
     }
+
+
+def route_records(bundle: str | Path, source: str) -> list[dict]:
+    """A trained bundle's record for each of its model files (``model.file`` and
+    ``model.routes``), the one this machine picks first."""
+    manifest = read_manifest(bundle)
+    files = [manifest["model"]["file"], *(r["file"] for r in manifest["model"].get("routes", []))]
+    records = [bundle_record(bundle, source, True, route=f) for f in files]
+    return sorted(records, key=lambda r: not r["picked"])
 
 
 def shipped_bundles() -> list[Path]:
@@ -100,12 +123,14 @@ def collect(
     INT8 vs fp32 ratios beside any shipped bundle). A given bundle that is also shipped
     is measured once.
     """
-    models = [bundle_record(b, "shipped", True) for b in shipped_bundles()]
+    models = [r for b in shipped_bundles() for r in route_records(b, "shipped")]
     baselines, notes = [], []
     if not models:
         notes.append("no model bundle is shipped in leukedge/models")
     shipped = {m["bundle"] for m in models}
-    models += [r for b in given if (r := bundle_record(b, "given", True))["bundle"] not in shipped]
+    for b in given:
+        if str(Path(b).resolve()) not in shipped:
+            models += route_records(b, "given")
     if on_device:
         notes.append(
             "on-device run: only shipped and given bundles; nothing needing torch, "

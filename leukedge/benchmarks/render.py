@@ -35,6 +35,29 @@ def segmentation_line(seg: dict) -> str:
     )
 
 
+def _spread(stats: dict) -> str:
+    """A latency median with the range of its repeated runs' medians, when there are several."""
+    runs = stats.get("runs_median_ms") or []
+    if len(runs) < 2:
+        return _f(stats["median_ms"])
+    return f"{stats['median_ms']:.2f} ({min(runs):.2f}-{max(runs):.2f})"
+
+
+def machine_line(report: dict) -> str:
+    """Date, CPU, load and the busy warnings: what every table of the report was measured on."""
+    m = report["machine"]
+    loads = "/".join(
+        f"{la[0]:.1f}" for la in (m.get("load_average"), m.get("load_average_end")) if la
+    )
+    busy = [n for n in report.get("notes", []) if n.startswith(("BUSY", "noisy"))]
+    return (
+        f"{report.get('created', '')[:10]}, {m.get('cpu_model')}, {m.get('cores_usable')} cores, "
+        f"load {loads or '?'} (start/end); medians of {report['latency'].get('repeats', 1)} "
+        "fresh-process runs (range); *: the file this machine picks."
+        + ("".join(f"\nWARNING: {n}" for n in busy))
+    )
+
+
 def headline(report: dict) -> str:
     """Model, format, precision, backend, one-thread medians, size, accuracy; and the
     segmentation speed-up: the table the README shows."""
@@ -45,20 +68,23 @@ def headline(report: dict) -> str:
         if r["threads"] != lowest:
             continue
         acc = accuracy.get(r["name"])
+        file = f"{r['route']} ({r['sha256']}){' *' if r['picked'] else ''}" if "route" in r else "–"
         rows.append(
             [
                 r["model"],
+                file,
                 r["format"],
                 r["precision"],
                 r["backend"],
-                _f(r["infer"]["median_ms"]),
-                _f(r["predict"]["median_ms"]),
+                _spread(r["infer"]),
+                _spread(r["predict"]),
                 _f(r["size_bytes"] / MB, ".1f"),
                 _f(acc["accuracy"], ".3f") if acc else "untrained" if not r["trained"] else "–",
             ]
         )
     header = [
         "model",
+        "file (SHA-256), * run here",
         "format",
         "precision",
         "backend",
@@ -67,7 +93,8 @@ def headline(report: dict) -> str:
         "size MB",
         "accuracy",
     ]
-    return "\n".join([*_table(header, rows), "", segmentation_line(report["segmentation"])]) + "\n"
+    table = [machine_line(report), "", *_table(header, rows)]
+    return "\n".join([*table, "", segmentation_line(report["segmentation"])]) + "\n"
 
 
 def machine_section(m: dict) -> list[str]:

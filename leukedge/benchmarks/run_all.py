@@ -58,7 +58,7 @@ def latency_field(data: Path, work: Path) -> Path:
 
 
 def _accuracy(models, data, split_csv, out: Path, quick: bool, reference) -> dict:
-    trained = [m for m in models if m["trained"]]
+    trained = [m for m in models if m["trained"] and m.get("picked", True)]
     if not trained:
         return {"skipped": "no trained model (shipped, or given with --model): accuracy skipped"}
     if split_csv is None and not data.is_dir():
@@ -140,10 +140,31 @@ def run(
         report["notes"].append(report["accuracy"]["skipped"])
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report["machine"]["load_average_end"] = load
+    report["notes"] += busy_notes(report)
     report["part_seconds"] = seconds
     report["seconds"] = time.perf_counter() - t0
     write(report, out)
     return report
+
+
+def busy_notes(report: dict) -> list[str]:
+    """Warnings that the figures are not those of an idle machine: a load average above the
+    usable cores at the start or end, and latency rows whose repeated runs disagree."""
+    machine, notes = report["machine"], []
+    cores = machine.get("cores_usable") or 1
+    loads = [la[0] for la in (machine.get("load_average"), machine.get("load_average_end")) if la]
+    if loads and max(loads) > cores:
+        notes.append(
+            f"BUSY machine: 1-min load average up to {max(loads):.1f} on {cores} usable "
+            "cores; latencies include waiting for a core: re-run when idle before quoting them"
+        )
+    if noisy := report["latency"].get("noisy"):
+        notes.append(
+            f"noisy: {len(noisy)} latency row(s) whose repeated runs differ by more than "
+            f"{latency.NOISY_SPREAD:.0%} of their median ({'; '.join(noisy[:3])}"
+            f"{'; ...' if len(noisy) > 3 else ''})"
+        )
+    return notes
 
 
 def write(report: dict, out: Path) -> None:

@@ -39,7 +39,7 @@ def _bundle(p: dict):
     from ..edge.preprocess import prepare
 
     cv2.setNumThreads(p["threads"])
-    model = load_model(p["path"], p["backend"], p["threads"])
+    model = load_model(p["path"], p["backend"], p["threads"], route=p.get("route"))
     field = read_field(p["field"])
     model.predict(field)
     cold = time.time() - p["spawned"]
