@@ -15,7 +15,8 @@ result is uncertain, *confidently malignant* when unflagged and not Benign):
   field tiled 2 x 2 and downscaled), defocus (Gaussian sigma 2.5 px), exposure x0.5 and x1.6,
   16 x 16 and 32 x 32 px thumbnails, and the five colour shifts of the shift suite;
 - the gate's cost (``FieldPipeline.gate``) in ms per 224 px field: median over the test fields
-  of the best of ``--repeats`` runs each, one OpenCV thread.
+  of the best of ``--repeats`` runs each, one OpenCV thread, wall and CPU time, beside the
+  robust segmentation's measured the same way (on a shared machine, compare the two).
 
 Targets: PBC >= 95% flagged and <= 1% confidently malignant; clean <= 2% flagged and >= 99.5%
 accurate on the unflagged; >= 98% correct or flagged under every condition; <= 1 ms.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +42,7 @@ from leukedge.data.split import read_split
 from leukedge.edge.imageio import read_field
 from leukedge.edge.model import load_model
 from leukedge.edge.pipeline import FieldPipeline
+from leukedge.edge.segment import segment
 from leukedge.edge.sources import Frame
 from leukedge.evaluation.shifts import SHIFTS
 from leukedge.progress import progress_bar
@@ -104,18 +107,21 @@ def reasons_of(results) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def gate_cost_ms(pipeline: FieldPipeline, fields: list[np.ndarray], repeats: int) -> float:
-    """Median over ``fields`` of the best of ``repeats`` gate timings, ms."""
+def cost_ms(fn: Callable[[np.ndarray], object], fields: list[np.ndarray], repeats: int):
+    """(wall, CPU) ms of ``fn`` per field: medians over ``fields`` of the best of ``repeats``
+    runs each, on one OpenCV thread. CPU time is what other users of the machine leave."""
     cv2.setNumThreads(1)
-    best = []
-    for rgb in progress_bar(fields, "gate cost"):
-        times = []
+    wall, cpu = [], []
+    for rgb in progress_bar(fields, "cost"):
+        w, c = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            pipeline.gate(rgb)
-            times.append(time.perf_counter() - t0)
-        best.append(min(times))
-    return float(np.median(best) * 1e3)
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn(rgb)
+            w.append(time.perf_counter() - t0)
+            c.append(time.process_time() - c0)
+        wall.append(min(w))
+        cpu.append(min(c))
+    return float(np.median(wall) * 1e3), float(np.median(cpu) * 1e3)
 
 
 def bench_bundle(name: str, pbc: list[Path], test, repeats: int) -> dict:
@@ -152,7 +158,13 @@ def bench_bundle(name: str, pbc: list[Path], test, repeats: int) -> dict:
             "flagged_pct": 100 * float(np.mean([r.uncertain for r in res])),
             "reasons": reasons_of(res),
         }
-    out["gate_ms_per_field_224"] = gate_cost_ms(pipeline, [rgb for _, rgb in fields], repeats)
+    rgbs = [rgb for _, rgb in fields]
+    out["gate_ms_per_field_224"], out["gate_cpu_ms_per_field_224"] = cost_ms(
+        pipeline.gate, rgbs, repeats
+    )
+    out["segment_ms_per_field_224"], out["segment_cpu_ms_per_field_224"] = cost_ms(
+        segment, rgbs, repeats
+    )
     return out
 
 
@@ -169,7 +181,8 @@ def render(report: dict) -> str:
         "",
         f"Test split: {report['test_fields']} fields of `{report['split_csv']}` (4 classes); "
         f"PBC: {report['pbc_fields']} other-lab lymphocytes.",
-        "Flagged: the result is uncertain. Targets in brackets.",
+        "Flagged: the result is uncertain. Targets in brackets. Load average "
+        f"{report['load_before']:.1f} before, {report['load_after']:.1f} after.",
         "",
         "| measure | " + " | ".join(b["bundle"] for b in bundles) + " |",
         "|---|" + "---:|" * len(bundles),
@@ -194,7 +207,14 @@ def render(report: dict) -> str:
             f"{cond}: correct or flagged % (>= 98)",
             lambda b, c=cond: _pct(b["conditions"][c]["correct_or_flagged_pct"]),
         )
-    row("gate ms per 224 px field (<= 1)", lambda b: f"{b['gate_ms_per_field_224']:.2f}")
+    row(
+        "gate ms per 224 px field, wall / CPU (<= 1)",
+        lambda b: f"{b['gate_ms_per_field_224']:.2f} / {b['gate_cpu_ms_per_field_224']:.2f}",
+    )
+    row(
+        "for scale: robust segmentation, wall / CPU",
+        lambda b: f"{b['segment_ms_per_field_224']:.2f} / {b['segment_cpu_ms_per_field_224']:.2f}",
+    )
     lines += ["", "## Reasons (fields per reason)", ""]
     for b in bundles:
         lines.append(f"**{b['bundle']}** ({b['model']})")
@@ -229,7 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         "split_csv": str(args.split_csv),
         "test_fields": len(test),
         "pbc_fields": len(pbc),
+        "load_before": os.getloadavg()[0],
         "bundles": [bench_bundle(b, pbc, test, args.repeats) for b in args.bundles],
+        "load_after": os.getloadavg()[0],
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"trust-gate-{date}"
