@@ -276,3 +276,54 @@ def test_verbs_stay_thin():
                 if node.end_lineno - start + 1 > 45:
                     long.append(f"{name}.{node.name}: {node.end_lineno - start + 1} lines")
     assert not long, "\n".join(long)
+
+
+#: What the light station must never load, even lazily: training and export frameworks,
+#: plotting, science stacks and web frameworks.
+HEAVY = {"tensorflow", "torch", "torchvision", "ultralytics", "keras", "jax", "tf2onnx", "onnx",
+         "matplotlib", "ray", "scipy", "sklearn", "pandas", "starlette", "uvicorn", "fastapi",
+         "flask", "jinja2"}  # fmt: skip
+
+#: Runs the station's whole path in one fresh interpreter (argv: a folder with fields, a
+#: results folder): load and run both shipped bundles, ``leukedge run`` on the folder and
+#: ``leukedge demo``; prints the top-level modules then loaded.
+STATION_PATH = """
+import json, sys
+import numpy as np
+from leukedge.cli import app
+from leukedge.edge import load_model
+from leukedge.edge.synth import synth_field
+
+field = synth_field("Pre", size=(224, 224), seed=0)[0]
+for name in ("default", "mobilenetv2"):
+    assert load_model(name, threads=1).predict(field).label
+folder, results = sys.argv[1:3]
+for args in (["run", "--source", f"folder:{folder}", "--once", "--slide", "light",
+              "--results-dir", results], ["demo", "--fields", "2"]):
+    try:
+        app(args, prog_name="leukedge")
+    except SystemExit as exc:
+        assert exc.code in (0, None), (args, exc.code)
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_the_station_path_loads_no_framework(tmp_path):
+    """Import time is not enough: a framework imported when a model loads, a field is
+    classified, ``leukedge run`` reads a folder or ``leukedge demo`` runs is caught here."""
+    import cv2
+
+    from leukedge.edge.synth import synth_field
+
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for i, label in enumerate(("Benign", "Pro")):
+        rgb = synth_field(label, size=(224, 224), seed=i)[0]
+        cv2.imwrite(str(folder / f"f{i}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    cmd = [sys.executable, "-c", STATION_PATH, str(folder), str(tmp_path / "results")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert not loaded & HEAVY, sorted(loaded & HEAVY)
+    said = done.stdout + done.stderr  # both verbs ran: the folder's slide and the demo's
+    assert "fields 2, uncertain" in said and said.count("slide call") >= 3
