@@ -24,6 +24,16 @@ def test_white_balanced_view_cancels_lamp_colour_and_brightness(field):
     assert wb < plain / 4
 
 
+def test_white_balance_is_the_per_pixel_scaling(field):
+    """The lookup table gives the bytes of scaling every pixel by the white point's gain."""
+    from leukedge.edge.illumination import white_balance, white_point
+
+    for rgb in (field[0], np.full((8, 8, 3), 255, np.uint8), np.zeros((8, 8, 3), np.uint8)):
+        gain = np.float32(255.0) / white_point(rgb)
+        expected = np.clip(rgb * gain + np.float32(0.5), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(white_balance(rgb), expected)
+
+
 def test_white_point_ignores_glare_where_a_local_maximum_does_not(field):
     """Real fields have a few saturated glare pixels: the white point (a median of the
     bright pixels) still follows a warm lamp; the local maximum stays at 255 and the
