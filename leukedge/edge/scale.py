@@ -289,6 +289,9 @@ def normalise(rgb: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _starts(length: int, size: int, n: int) -> list[int]:
+    """``n`` tile offsets spread evenly over ``length`` (one tile: centred)."""
+    if n == 1:
+        return [max(0, length - size) // 2]
     return [round(s) for s in np.linspace(0, max(0, length - size), n)]
 
 
@@ -297,7 +300,8 @@ def tiles(rgb: np.ndarray, size: int, max_tiles: int = MAX_TILES) -> list[np.nda
 
     About ``length / size`` tiles (rounded, at least one) along each side, ``size`` px square
     (or the frame's side where shorter), spread evenly from edge to edge so they overlap or
-    leave narrow gaps; at most ``max_tiles`` in all (the grid is thinned evenly).
+    leave narrow gaps (one along a side: centred); at most ``max_tiles`` in all (the grid is
+    thinned evenly).
     """
     h, w = rgb.shape[:2]
     ny, nx = max(1, round(h / size)), max(1, round(w / size))
