@@ -130,8 +130,12 @@ def measure(rgb: np.ndarray, field_px: int = 224, stained: float | None = None) 
 
 
 def _cast_distance(m: dict, ref: dict) -> float:
-    d = np.array([m["cast_a"], m["cast_b"]]) - np.asarray(ref["cast_mean"])
-    return float(np.sqrt(d @ np.linalg.inv(np.asarray(ref["cast_cov"])) @ d))
+    """Mahalanobis distance of ``m``'s (cast_a, cast_b) from ``ref``'s mean and covariance."""
+    da = m["cast_a"] - ref["cast_mean"][0]
+    db = m["cast_b"] - ref["cast_mean"][1]
+    (saa, sab), (_, sbb) = ref["cast_cov"]
+    det = saa * sbb - sab * sab  # a 2 x 2 inverse in closed form: no array work per frame
+    return float(np.sqrt(max(0.0, (sbb * da * da - 2 * sab * da * db + saa * db * db) / det)))
 
 
 def quality_reference(fields) -> dict:
