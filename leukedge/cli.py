@@ -19,6 +19,7 @@ from .commands import (
     demo,
     doctor,
     evaluate,
+    explain,
     export,
     results,
     run,
@@ -49,6 +50,7 @@ app.command("serve")(serve.serve)
 app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)
 app.command("segment")(segment.segment)
+app.command("explain")(explain.explain)
 app.command("score")(score.score)
 app.command("bench")(bench.bench)
 app.command("study")(study.study)

@@ -92,3 +92,23 @@ def test_slide_report_of_a_results_log(tmp_path):
         html = slide_report(log, "S-7")
     assert "Running call" in html and "Ann" in html
     assert html.count('src="data:image/jpeg') == 2 and "#3 Pro" in html
+
+
+def test_results_report_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from leukedge.cli import app
+
+    with ResultsLog(tmp_path / "r") as log:
+        log.start_slide("S-9", model="m", model_sha256="ef" * 32)
+        log.log_result(
+            "S-9", {"source_id": "a.png", "image_sha256": "1" * 64, "label": "Pre",
+                    "probabilities": {"Pre": 0.9, "Pro": 0.1}},
+        )  # fmt: skip
+    out = tmp_path / "reports" / "S-9.html"
+    args = ["results", "report", "S-9", "--out", str(out), "--dir", str(tmp_path / "r")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "S-9" in out.read_text() and "#1 Pre" in out.read_text()
+    missing = CliRunner().invoke(app, [*args[:2], "S-10", *args[3:]])
+    assert missing.exit_code == 2 and "no slide 'S-10'" in missing.output

@@ -164,3 +164,29 @@ def export(
             fail(f"{out}: cannot write ({exc.strerror or exc}); choose another --out")
     if out is not None:
         err_console.print(f"wrote {out}")
+
+
+@app.command()
+def report(
+    slide: str = typer.Argument(..., help="Slide id (see `leukedge results list`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The HTML file to write."),
+    folder: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
+) -> None:
+    """Write a slide's printable report: one self-contained HTML file (images inline, no
+    network needed; print it or "save as PDF" from any browser)."""
+    from ..edge.report import slide_report
+    from ..edge.results_log import ResultsError
+
+    with _open(folder) as log:
+        try:
+            html = slide_report(log, slide)
+        except KeyError as exc:
+            fail(exc.args[0])
+        except ResultsError as exc:
+            fail(str(exc))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        fail(f"{out}: cannot write ({exc.strerror or exc}); choose another --out")
+    err_console.print(f"wrote {out}")
