@@ -4,6 +4,7 @@ keeps running)."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 import httpx
@@ -125,17 +126,25 @@ def test_a_restart_continues_the_open_slide(model, tmp_path):
         assert client.get("/api/slides/S-9").json()["tally"]["fields"] == 2
 
 
-def test_report_route(client):
-    pytest.importorskip("leukedge.edge.report", reason="the slide report (edge.report) is not here")
-    _post(client, "/api/slides", {"slide": "S-7", "operator": "<b>bold</b>"})
-    ids = [_post(client, "/api/capture").json()["id"] for _ in range(2)]
-    _post(client, "/api/slides/S-7/end")
-    report = client.get("/slides/S-7/report")
+def test_report_route_serves_the_results_report_file(model, tmp_path):
+    app, _, _ = make_app(model, tmp_path / "results")
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        wait_for(lambda: client.get("/api/status").json()["camera"]["ok"], what="camera")
+        _post(client, "/api/slides", {"slide": "S-7", "operator": "<b>bold</b>"})
+        ids = [_post(client, "/api/capture").json()["id"] for _ in range(2)]
+        _post(client, "/api/slides/S-7/end")
+        report = client.get("/slides/S-7/report")
+        assert client.get("/slides/S-404/report").status_code == 404
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "default-src 'none'" in report.headers["content-security-policy"]
     assert "S-7" in report.text and "<b>bold</b>" not in report.text
     assert report.text.count("data:image/") >= len(ids)
-    assert client.get("/slides/S-404/report").status_code == 404
+    out = tmp_path / "S-7.html"
+    done = CliRunner().invoke(cli, ["results", "report", "S-7", "--dir", str(tmp_path / "results"),
+                                    "--out", str(out)])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    when = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}")  # the report's own time
+    assert when.sub("T", out.read_text()) == when.sub("T", report.text)
 
 
 @pytest.mark.parametrize(
