@@ -179,6 +179,25 @@ def test_flagged_quarter_refers_with_top_reasons():
     assert old.call()[0] == "Benign" and old.summary()["refer"] is False
 
 
+@pytest.mark.parametrize("bundle", ["default", "mobilenetv2"])
+def test_synthetic_slide_is_referred_as_outside_training(bundle):
+    # what `leukedge demo` shows: synthetic fields are not smears the model knows, and the
+    # shipped models' feature statistics say so (the field colour alone did not)
+    model = load_model(bundle)
+    if model.feature_stats is None:
+        pytest.skip(f"{bundle}: no trust.features in this bundle")
+    pipeline, tally = FieldPipeline(model), SlideTally("demo")
+    for i in range(8):
+        result = pipeline(Frame(f"s{i}", rgb=synth_field(CLASSES[i % 4], seed=i)[0]))
+        assert not {"blurred", "under-exposed", "over-exposed", "scale", "too-small"} & set(
+            result.reasons
+        )
+        tally.add(result.label, result.uncertain, False, reasons=result.reasons)
+    summary = tally.summary()
+    assert summary["call"] is None and REFER_FLAGGED in summary["explanation"]
+    assert next(iter(summary["top_reasons"])) == "out-of-distribution"
+
+
 def test_old_manifest_falls_back_with_a_note(tiny_bundle):
     pipeline = FieldPipeline(load_model(tiny_bundle))
     notes = " ".join(pipeline.notes)
