@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import TALEQANI
 from typer.testing import CliRunner
 
 from leukedge.cli import app
@@ -228,3 +230,47 @@ def test_shared_data_duplicates_stay_together_and_counts(tmp_path):
     assert len(groups) >= 30
     for group in groups:
         assert len({split_of[name] for name in group}) == 1, group
+
+
+@pytest.mark.shared
+def test_shared_data_has_the_readmes_duplicate_groups(shared_split):
+    """README (Data): 83 groups of 166 files, the exact pairs of DUPLICATES.txt, its
+    near-duplicate pair and the re-photographed pairs, each within NEAR_DUPLICATE_BITS and
+    each kept in one split."""
+    from collections import defaultdict
+
+    from leukedge.edge.imageio import read_field
+    from leukedge.edge.phash import NEAR_DUPLICATE_BITS, hamming, perceptual_hash
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    said = re.search(
+        r"finds (\d+) groups \((\d+) files\): the (\d+) exact-duplicate pairs of "
+        r"`DUPLICATES.txt`, its near-duplicate pair, and (\d+) more pairs",
+        readme,
+    )
+    n_groups, n_files, n_exact, n_more = map(int, said.groups())
+    groups = defaultdict(list)
+    for row in read_split(shared_split):
+        groups[row.group].append(row)
+    groups = {g: rows for g, rows in groups.items() if len(rows) > 1}
+    assert len(groups) == n_groups and sum(map(len, groups.values())) == n_files
+    assert all(len({r.split for r in rows}) == 1 for rows in groups.values())
+    original = TALEQANI.resolve() / "Original"
+    members = {
+        g: {str(Path(r.path).relative_to(original)) for r in rows} for g, rows in groups.items()
+    }
+    listed = [
+        {name.removeprefix("Original/") for name in line.split()}
+        for line in (TALEQANI / "DUPLICATES.txt").read_text().splitlines()
+        if line.strip() and not line.startswith(("#", "Segmented/"))
+    ]
+    exact = [g for g, rows in groups.items() if len({r.sha256 for r in rows}) == 1]
+    assert len(exact) == n_exact and len(listed) == n_exact + 1  # + its near pair
+    assert sorted(map(sorted, listed)) == sorted(
+        sorted(m) for m in members.values() if m in listed
+    )  # every pair of DUPLICATES.txt is a group of its own
+    near = [g for g in groups if g not in exact]
+    assert len(near) == n_more + 1
+    for g in near:
+        hashes = [perceptual_hash(read_field(r.path)) for r in groups[g]]
+        assert max(hamming(hashes[0], h) for h in hashes[1:]) <= NEAR_DUPLICATE_BITS, members[g]

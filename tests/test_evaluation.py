@@ -307,28 +307,69 @@ def test_eval_cli_on_tiny_bundle(tiny_bundle, synth_items, tmp_path):
     assert f"{clean['correct']}/{len(items)} (" in res.output and "hue+8" in res.output
 
 
+#: Fields right of 12 and the exact (Clopper-Pearson) 95% interval, worked out by hand:
+#: 12/12 -> [0.025 ** (1/12), 1]; 3/12 -> the 2.5% and 97.5% beta quantiles.
+ALL_12 = {"correct": 12, "accuracy": 1.0, "accuracy_ci": [0.7354, 1.0]}
+THREE_12 = {"correct": 3, "accuracy": 0.25, "accuracy_ci": [0.0549, 0.5719]}
+
+
+def _rounded(figures):
+    """Floats to 4 places, through dicts and lists."""
+    if isinstance(figures, dict):
+        return {k: _rounded(v) for k, v in figures.items()}
+    if isinstance(figures, list | tuple):
+        return [_rounded(v) for v in figures]
+    return round(figures, 4) if isinstance(figures, float) else figures
+
+
 def test_eval_record_keeps_the_figures_in_the_bundle(tiny_bundle, synth_items, tmp_path):
     """``--record`` stores the headline figures in the manifest, keeps what was there,
-    and rewrites the hashes so the bundle still verifies."""
+    and rewrites the hashes so the bundle still verifies. The tiny model calls every
+    synthetic field Benign: 3 of the 12 right under every condition."""
     from leukedge.cli import app
     from leukedge.edge.bundle import read_manifest, write_manifest
     from leukedge.edge.model import load_model
-    from leukedge.evaluation.evaluate import headline
 
     manifest = read_manifest(tiny_bundle)
     manifest.pop("files")
     write_manifest(tiny_bundle, {**manifest, "evaluation": {"split": "val", "accuracy": 0.5}})
     root, _ = synth_items
-    json_out = tmp_path / "eval.json"
-    args = ["eval", "--model", str(tiny_bundle), "--data", str(root), "--json", str(json_out)]
+    args = ["eval", "--model", str(tiny_bundle), "--data", str(root)]
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--record"])
     assert res.exit_code == 0, res.output
     recorded = read_manifest(tiny_bundle)["evaluation"]
     assert recorded["split"] == "val" and recorded["accuracy"] == 0.5
-    report = json.loads(json_out.read_text())
-    assert recorded["data"] == {**headline(report, "data"), "data": str(root)}
-    assert recorded["data"]["shifts"]["warm"]["accuracy"] == report["shifts"]["warm"]["accuracy"]
+    data = _rounded(recorded["data"])
+    assert {k: data[k] for k in THREE_12} == THREE_12 and data["n"] == 12
+    assert data["split"] == "data" and data["data"] == str(root) and data["macro_f1"] == 0.1
+    assert data["shifts"] == {name: THREE_12 for name in SHIFTS}
+    assert data["shortcut"] == {**THREE_12, "chance": 0.25}
     load_model(tiny_bundle)  # verifies every SHA-256 against the rewritten manifest
+
+
+def test_recorded_figures_are_each_conditions_own(tiny_bundle, synth_items):
+    """An oracle right on every clean field and blind to shifted ones: the manifest keeps
+    12/12 clean and 3/12 under each shift and the shortcut audit, each with its own
+    interval (expected figures written out, not recomputed by the code under test)."""
+    from leukedge.edge.bundle import read_manifest
+    from leukedge.evaluation.evaluate import record_in_bundle
+
+    _, items = synth_items
+    result = evaluate(_oracle(items), items, n_bootstrap=100)
+    record_in_bundle(tiny_bundle, result, "test", "synthetic (test)", None)
+    got = _rounded(read_manifest(tiny_bundle)["evaluation"]["test"])
+    assert got == {
+        "split": "test",
+        "n": 12,
+        "interval": "clopper-pearson 95%",
+        **ALL_12,
+        "macro_f1": 1.0,
+        "ece": 0.03,
+        "shifts": {name: THREE_12 for name in SHIFTS},
+        "worst_shift": "hue+8",
+        "shortcut": {**THREE_12, "chance": 0.25},
+        "data": "synthetic (test)",
+    }
 
 
 def test_eval_record_refuses_a_training_run_before_loading_it(tmp_path):
