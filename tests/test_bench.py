@@ -124,7 +124,8 @@ def test_quick_report_matches_schema(quick):
     md = (out / "report.md").read_text()
     for heading in ("## Headline", "## Machine", "## Classification latency", "## End to end"):
         assert heading in md
-    assert "| model | format | precision | backend |" in quick["output"]
+    header = "| model | file (SHA-256), * run here | format | precision | backend |"
+    assert header in quick["output"]
     assert "Segmentation: the fast path is" in quick["output"]
 
 
@@ -163,10 +164,10 @@ def test_quick_figures_are_consistent(quick):
         assert ("vs_keras", "infer", "tiny-cnn") in kinds
 
     for row in r["end_to_end"]["rows"]:
-        stages = ("decode", "segment", "preprocess", "infer")
+        stages = ("decode", "gate", "segment", "preprocess", "infer", "trust")
         assert row["total_median_ms"] >= max(row[f"{s}_median_ms"] for s in stages)
 
-    shipped = [m["name"] for m in r["models"] if m["source"] == "shipped"]
+    shipped = [m["name"] for m in r["models"] if m["source"] == "shipped" and m["picked"]]
     accs = {a["name"]: a for a in r["accuracy"]["models"]}
     assert sorted(accs) == sorted(["tiny-test", *shipped])
     acc = accs["tiny-test"]
