@@ -4,7 +4,11 @@ line per skipped marker group so that no heavy check is skipped silently."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,87 @@ import pytest
 
 from leukedge.edge.classes import CLASSES
 from leukedge.edge.preprocess import Preprocess
+
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+sys.path.insert(0, str(NETGUARD))
+import leukedge_netguard  # noqa: E402
+
+leukedge_netguard.install(owner=True)
+
+
+def _unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+#: Subprocesses of a guarded test run in a network namespace of their own (``unshare -n``,
+#: loopback only) where this machine allows it: native code is caught too.
+UNSHARE = ["unshare", "-n", "sh", "-c", 'ip link set lo up 2>/dev/null; exec "$@"', "sh"]
+CAN_UNSHARE = _unshare_works()
+
+
+@contextmanager
+def network_guard(attempts: list[str], record: Path):
+    """Refuse and record non-loopback network use: in this process (audit hook), in Python
+    subprocesses (the same hook through ``netguard/sitecustomize.py``, appending to
+    ``record``) and, with ``unshare -n``, in every subprocess at the kernel's level."""
+    saved = {k: os.environ.get(k) for k in ("LEUKEDGE_NETGUARD", "PYTHONPATH")}
+    os.environ["LEUKEDGE_NETGUARD"] = str(record)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), saved["PYTHONPATH"]]))
+    popen_init = subprocess.Popen.__init__
+
+    def unshared(self, args, *rest, **kwargs):
+        if CAN_UNSHARE and isinstance(args, list | tuple) and args and not kwargs.get("shell"):
+            args = [*UNSHARE, *map(str, args)]
+        return popen_init(self, args, *rest, **kwargs)
+
+    subprocess.Popen.__init__ = unshared
+    leukedge_netguard.ATTEMPTS = attempts
+    try:
+        yield attempts
+    finally:
+        leukedge_netguard.stop()
+        subprocess.Popen.__init__ = popen_init
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _guarded_phase(item):
+    """Every phase (setup with module fixtures that train, call, teardown) of a test
+    marked ``slow`` (it trains or exports) runs under ``network_guard``."""
+    if item.get_closest_marker("slow") is None:
+        return None
+    if not hasattr(item, "netguard"):
+        item.netguard = ([], Path(item.config._tmp_path_factory.mktemp("netguard")) / "record")
+    return network_guard(*item.netguard)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    guard = _guarded_phase(item)
+    if guard is None:
+        return (yield)
+    with guard:
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    guard = _guarded_phase(item)
+    if guard is None:
+        return (yield)
+    with guard:
+        out = yield
+    attempts, record = item.netguard
+    seen = attempts + (record.read_text().splitlines() if record.exists() else [])
+    assert not seen, "network use in an offline test:\n" + "\n".join(seen)
+    return out
+
 
 #: The real data the ``shared`` tests read: beside the clone, never inside it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
