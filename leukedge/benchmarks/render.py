@@ -68,11 +68,10 @@ def headline(report: dict) -> str:
         if r["threads"] != lowest:
             continue
         acc = accuracy.get(r["name"])
-        file = f"{r['route']} ({r['sha256']}){' *' if r['picked'] else ''}" if "route" in r else "–"
         rows.append(
             [
                 r["model"],
-                file,
+                _file(r),
                 r["format"],
                 r["precision"],
                 r["backend"],
@@ -118,15 +117,30 @@ def machine_section(m: dict) -> list[str]:
     ]
 
 
+def _runs(stats: dict) -> str:
+    """ " (runs a-b)": the range of repeated runs' medians, when there are several."""
+    runs = stats.get("runs_median_ms") or []
+    return f" (runs {min(runs):.2f}-{max(runs):.2f})" if len(runs) > 1 else ""
+
+
+def _file(row: dict) -> str:
+    """A bundle row's model file with its SHA-256 prefix, ``*`` when this machine picks it."""
+    if "route" not in row:
+        return "–"
+    return f"{row['route']} ({row['sha256']}){' *' if row['picked'] else ''}"
+
+
 def latency_section(lat: dict) -> list[str]:
     rows = [
         [
             r["model"],
+            _file(r),
             r["format"],
             r["precision"],
             r["backend"],
             str(r["threads"]),
-            " / ".join(f"{r['infer'][k]:.2f}" for k in ("median_ms", "p95_ms", "p99_ms")),
+            " / ".join(f"{r['infer'][k]:.2f}" for k in ("median_ms", "p95_ms", "p99_ms"))
+            + _runs(r["infer"]),
             f"{r['infer']['throughput_per_s']:.0f}",
             f"{r['predict']['median_ms']:.2f}",
             f"{r['cold_start_ms']:.0f}",
@@ -138,6 +152,7 @@ def latency_section(lat: dict) -> list[str]:
     ]
     header = [
         "model",
+        "file (SHA-256), * run here",
         "format",
         "precision",
         "backend",
