@@ -118,7 +118,7 @@ def machine_section(m: dict) -> list[str]:
 
 
 def _runs(stats: dict) -> str:
-    """ " (runs a-b)": the range of repeated runs' medians, when there are several."""
+    """The range of repeated runs' medians as ' (runs a-b)', when there are several."""
     runs = stats.get("runs_median_ms") or []
     return f" (runs {min(runs):.2f}-{max(runs):.2f})" if len(runs) > 1 else ""
 
