@@ -9,11 +9,17 @@ several blasts that each suffice). A model whose decision rests on the blasts by
 construction (``BlastCounter``: the probability grows with the blast-coloured pixels it
 sees) checks the method apart from any trained model.
 
+With ``--split-csv`` (a ``leukedge data split`` file), the same on the real test fields of
+Benign, Early and Pre against the dataset authors' own segmentation (``Segmented/``: the
+field with all but the cells black; Pro's is empty, so Pro is left out). Tests marked
+shared read these fields; nothing of them is written.
+
 Cost per field: wall and CPU seconds of ``occlusion_map`` with the model on one thread
 (CPU time is what an idle core would take; this machine is shared), beside one ordinary
 ``predict``.
 
-    python benchmarks/explain.py --n 25 --out benchmarks/results/explain-2026-12-01
+    python benchmarks/explain.py --n 25 --split-csv runs/split4/split.csv \
+        --out benchmarks/results/explain-2026-12-01
 """
 
 from __future__ import annotations
@@ -64,25 +70,51 @@ def predicts(model):
     return getattr(model, "right", None) or (lambda f, label: model.predict(f).label == label)
 
 
-def evaluate(model, n: int) -> dict:
-    """Per correctly classified field: hit, distance (px), flat, seconds (wall, CPU)."""
-    rows, examples, tried, right = [], [], 0, predicts(model)
+def synthetic_fields(n: int):
+    """(label, RGB field, bool blast mask) of ``n`` synthetic fields per class."""
     for i in range(n):
         for label in CLASSES:
-            field, mask = synth_field(label, seed=SEED0 + i)
-            tried += 1
-            if not right(field, label):
-                continue
-            wall, cpu = time.perf_counter(), time.process_time()
-            heat = occlusion_map(field, model, mask=mask)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-            dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)[y, x]
-            rows.append((label, bool(mask[y, x]), float(dist), heat.max() < FLAT, wall, cpu))
-            if len(examples) < 8:
-                shown = overlay(field, heat, mask, alpha=0.45)
-                cv2.drawMarker(shown, (int(x), int(y)), (255, 255, 255), cv2.MARKER_CROSS, 12, 2)
-                examples.append(shown)
+            yield (label, *synth_field(label, seed=SEED0 + i))
+
+
+def real_fields(split_csv: Path, split: str = "test"):
+    """(label, RGB field, bool cell mask) of a split's Benign, Early and Pre fields; the
+    mask is the authors' segmentation (``Segmented/`` beside ``Original/``) cleaned of
+    JPEG speckle."""
+    import csv
+
+    from leukedge.edge.imageio import read_field
+
+    with open(split_csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    for r in rows:
+        if r["label"] == "Pro":
+            continue
+        path = Path(r["path"])
+        seg = read_field(path.parents[2] / "Segmented" / path.parent.name / path.name)
+        mask = cv2.morphologyEx((seg.max(axis=2) > 40).astype(np.uint8), cv2.MORPH_OPEN,
+                                np.ones((3, 3), np.uint8)).astype(bool)  # fmt: skip
+        if mask.any():
+            yield r["label"], read_field(path), mask
+
+
+def evaluate(model, fields) -> dict:
+    """Per correctly classified field: hit, distance (px), flat, seconds (wall, CPU)."""
+    rows, examples, tried, right = [], [], 0, predicts(model)
+    for label, field, mask in fields:
+        tried += 1
+        if not right(field, label):
+            continue
+        wall, cpu = time.perf_counter(), time.process_time()
+        heat = occlusion_map(field, model)  # the model segments as it would; mask: truth only
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        dist = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 5)[y, x]
+        rows.append((label, bool(mask[y, x]), float(dist), heat.max() < FLAT, wall, cpu))
+        if len(examples) < 8:
+            shown = overlay(field, heat, mask, alpha=0.45)
+            cv2.drawMarker(shown, (int(x), int(y)), (255, 255, 255), cv2.MARKER_CROSS, 12, 2)
+            examples.append(shown)
     return {"tried": tried, "rows": rows, "examples": examples}
 
 
@@ -138,21 +170,32 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["default", "mobilenetv2"])
     ap.add_argument("--n", type=int, default=25, help="fields per class")
     ap.add_argument("--no-reference", action="store_true", help="skip BlastCounter")
+    ap.add_argument("--split-csv", type=Path, help="also the real test fields of this split")
     ap.add_argument("--out", type=Path, help="write OUT.md and OUT.png")
     args = ap.parse_args()
-    results = {}
+    results, real = {}, {}
     models = [] if args.no_reference else [BlastCounter()]
     models += [load_model(m, threads=1) for m in args.models]
     for model in models:
-        r = evaluate(model, args.n)
+        r = evaluate(model, synthetic_fields(args.n))
         r["predict"] = None if isinstance(model, BlastCounter) else predict_seconds(model)
         results[model.name] = r
+        if args.split_csv and not isinstance(model, BlastCounter):
+            real[model.name] = evaluate(model, real_fields(args.split_csv))
+            real[model.name]["predict"] = r["predict"]
     text = (
         f"Occlusion maps (grid {GRID}x{GRID}, then {REFINE}x{REFINE} half-size patches "
         f"around the peak: {GRID**2 + REFINE**2 + 1} inferences) on synthetic 224 px fields, "
         f"seeds {SEED0}..{SEED0 + args.n - 1} per class.\n\n{table(results)}\n\n"
-        f"Figure rows (first 8 explained fields, white cross: the map's peak; green: the "
-        f"exact blast outline): {', '.join(results)}.\n"
+    )
+    if real:
+        text += (
+            f"Real test fields of {args.split_csv} (Benign, Early, Pre) against the "
+            f"authors' segmentation:\n\n{table(real)}\n\n"
+        )
+    text += (
+        "Figure rows (synthetic fields only; the first 8 explained, white cross: the map's "
+        f"peak, green: the exact blast outline): {', '.join(results)}.\n"
     )
     print(text)
     if args.out:

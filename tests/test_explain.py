@@ -81,3 +81,24 @@ def test_explain_cli_writes_view_and_map_per_field(tmp_path):
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 4 and sum(n.endswith("_explain.png") for n in written) == 2
     assert "skipped" in result.output and "2 of 3 fields explained" in result.output
+
+
+class MaskedPurpleCounter(PurpleCounter):
+    """The same decision from a two-input model ("field", "masked"): it reads the masked
+    input, whose background (all but the blasts) is black."""
+
+    def __init__(self):
+        super().__init__(size=64)
+        self.input_specs = input_specs(self.preprocess, ["field", "masked"])
+
+    def probabilities(self, batches: list[np.ndarray]) -> np.ndarray:
+        field, masked = batches
+        assert field.shape == masked.shape and (masked == 0).mean() > 0.5
+        return super().probabilities(masked)
+
+
+def test_a_two_input_model_is_occluded_in_both_inputs():
+    field, mask = synth_field("Pro", size=(96, 96), seed=2)
+    heat = occlusion_map(field, MaskedPurpleCounter(), mask=mask)
+    y, x = np.unravel_index(np.argmax(heat), heat.shape)
+    assert mask[y, x]
