@@ -4,22 +4,29 @@ Occlusion sensitivity (Zeiler & Fergus 2014) is model-agnostic, so it works on I
 and TFLite files with no gradients: the model's view of a field (``preprocess.view``: the
 white-balanced, centre-cropped S x S image) is covered, one square patch at a time, with
 the view's background colour, and the drop in the predicted class's probability is
-credited to the pixels the patch covered. A patch over the cell that drove the decision
-makes the probability fall; a patch over background changes nothing. Patches overlap
-(``grid`` positions per side, each ``patch`` of the view's side), so the map is smooth at
-a cost of ``grid**2`` extra inferences per field.
+credited to where the patch was. A patch over the cell that drove the decision makes the
+probability fall; a patch over background changes nothing.
+
+Two passes keep the cost modest: ``GRID`` x ``GRID`` overlapping patches, each ``PATCH`` of
+the view's side, over the whole view (on a 224 px view: 56 px patches 28 px apart, coarser
+than a small blast); then ``REFINE`` x ``REFINE`` half-size patches over the area of one
+patch around the first map's peak, which locate the evidence inside it. 75 inferences
+with the defaults. Each pass's drops, given at its patch centres, are interpolated
+bilinearly to every pixel; the second is added to the first, tapering to 0 at the edge of
+its area.
+
+Limits: when several cells each suffice for the decision, covering one changes little and
+the map is flat (all drops near 0); the map then says that no single region decided.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import cv2
 import numpy as np
 
 from .illumination import white_point
 from .model import Model
-from .preprocess import Preprocess, prepare, view
+from .preprocess import Preprocess, scale_view, view
 from .segment import draw_outline, segment
 
 #: Patch positions per side of the model's view, and patch side as a share of it.
@@ -80,10 +87,7 @@ def _occlude(views, fills, boxes) -> list[np.ndarray]:
 
 def _probabilities(model: Model, stacks: list[np.ndarray]) -> np.ndarray:
     """float32 (N, C) probabilities of uint8 (N, S, S, 3) view stacks, one per model input."""
-    batches = [
-        np.stack([prepare(c, replace(spec, input_mode="field")) for c in stack])
-        for stack, spec in zip(stacks, model.input_specs)
-    ]
+    batches = [scale_view(stack, spec) for stack, spec in zip(stacks, model.input_specs)]
     return model.probabilities(batches[0] if len(batches) == 1 else batches)
 
 
@@ -125,20 +129,18 @@ def occlusion_map(
     ----------
     field : RGB uint8 (H, W, 3).
     model : a loaded bundle (any backend, any precision).
-    grid : patch positions per side (``grid**2`` inferences).
-    patch : patch side as a share of the view's side (0.25: 56 px of 224).
-    refine : positions per side of half-size patches over the area of one patch around the
-        coarse map's peak (``refine**2`` more inferences; 0: none). The coarse map resolves
-        about a patch stride (32 px of 224), coarser than a small blast; the refinement
-        locates the evidence inside the peak area.
+    grid : patch positions per side of the first pass (``grid**2`` inferences).
+    patch : its patch side as a share of the view's side (0.25: 56 px of 224).
+    refine : positions per side of the half-size patches of the second pass
+        (``refine**2`` more inferences; 0: no second pass).
     mask : bool (H, W) blast mask for models with a "mask"/"masked" input (else computed).
     target : class index to explain; default the predicted class.
 
     Returns
     -------
-    float32 (H, W): per pixel, the mean drop in the target class's probability when a patch
-    covered it (positive: the pixel supports the prediction), plus the same from the
-    refining patches around the peak; 0 outside the centre crop the model sees.
+    float32 (H, W): the drop in the target class's probability when a patch centred near
+    the pixel is covered (positive: the region supports the prediction; interpolated
+    between patch centres, both passes added); 0 outside the centre crop the model sees.
     """
     if grid < 1 or refine < 0 or not 0 < patch <= 1:
         raise ValueError(
