@@ -1,7 +1,7 @@
 """Fields per second of the station loop and of ``leukedge score`` on a folder of fields.
 
     python benchmarks/score_throughput.py [--data DIR] [--repeats 3] [--limit N]
-        [--batch-size 32] [--out benchmarks/results]
+        [--batch-size 32] [--only local-1,local-2] [--tag TAG] [--out benchmarks/results]
 
 Configurations, run in turn in each repeat (so load from other users falls on all):
 - ``station``: the station loop (``Station.run`` over the files, SQLite log), one
@@ -110,6 +110,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None, help="Only the first N fields.")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--only", default=None, help="Comma-separated configurations.")
+    parser.add_argument("--tag", default="", help="Appended to the report's file name.")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_worker_niceness", "0")
@@ -121,6 +123,8 @@ def main(argv=None) -> None:
         "local-2": lambda: _score(args.data, args.limit, args.model, "local", 2, batch),
         f"ray-{cores}": lambda: _score(args.data, args.limit, args.model, "ray", cores, batch),
     }
+    if args.only:
+        configs = {k: v for k, v in configs.items() if k in args.only.split(",")}
     runs: dict[str, list[dict]] = {name: [] for name in configs}
     for repeat in range(args.repeats):
         for name, run in configs.items():
@@ -151,20 +155,25 @@ def main(argv=None) -> None:
         }
         for name, rs in runs.items()
     }
-    ratio = [b["steady_fps"] / a["steady_fps"] for a, b in zip(runs["local-1"], runs["local-2"])]
+    pairs = list(zip(runs.get("local-1", []), runs.get("local-2", [])))
     result = {
         "date": datetime.date.today().isoformat(),
         "data": str(args.data),
         "fields": len(paths),
         "model": args.model,
         "batch_size": batch,
+        "nice": os.nice(0),
         "machine": machine_facts(),
         "runs": runs,
         "summary": summary,
-        "local2_over_local1_steady": _spread(ratio),
+        "local2_over_local1": {
+            k: _spread([b[k] / a[k] for a, b in pairs]) for k in ("steady_fps", "wall_fps")
+        }
+        if pairs
+        else None,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"score-throughput-{result['date']}"
+    stem = args.out / "-".join(filter(None, ("score-throughput", result["date"], args.tag)))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     stem.with_suffix(".md").write_text(render(result))
     print(render(result))
@@ -180,7 +189,8 @@ def render(result: dict) -> str:
         f"# Scoring throughput, {result['date']}",
         "",
         f"{result['fields']} fields of `{result['data']}`, model `{result['model']}`, "
-        f"batch {result['batch_size']}; {m['cpu_model']}, {m['cores_usable']} cores; "
+        f"batch {result['batch_size']}, nice {result['nice']}; "
+        f"{m['cpu_model']}, {m['cores_usable']} cores; "
         f"{len(next(iter(result['runs'].values())))} repeats, configurations interleaved; "
         f"1-minute load average {min(loads):.1f}-{max(loads):.1f} around the runs.",
         "",
@@ -196,11 +206,15 @@ def render(result: dict) -> str:
     for name, s in result["summary"].items():
         cells = (cell(s[k]) for k in ("steady_fps", "wall_fps", "fields_per_cpu_s"))
         lines.append(f"| {name} | {' | '.join(cells)} |")
-    r = result["local2_over_local1_steady"]
+    if ratio := result["local2_over_local1"]:
+        steady, wall = ratio["steady_fps"], ratio["wall_fps"]
+        lines += [
+            "",
+            f"local-2 / local-1, per repeat: steady {steady['median']:.2f}x "
+            f"({steady['min']:.2f}-{steady['max']:.2f}x), wall {wall['median']:.2f}x "
+            f"({wall['min']:.2f}-{wall['max']:.2f}x); acceptance >= 1.8x.",
+        ]
     lines += [
-        "",
-        f"local-2 / local-1 (steady, per repeat): median {r['median']:.2f}x "
-        f"(min {r['min']:.2f}x, max {r['max']:.2f}x); acceptance >= 1.8x.",
         "",
         "Figures: median (min-max) over the repeats. The station loop is one process (one "
         "field at a time, SQLite log per field): its wall rate is its steady rate. Fields "
