@@ -65,6 +65,7 @@ def test_page_status_and_static_files(client):
     assert status["camera"]["ok"] and status["camera"]["trigger"]["mode"] == "demand"
     assert status["model"]["name"] == "tiny-test" and status["current"] is None
     assert status["new_slide"].startswith("slide-")
+    assert "low-confidence" in status["reasons"]  # what each reason means, for the page
 
 
 def test_the_page_escapes_what_it_shows(model, tmp_path):

@@ -133,6 +133,8 @@ def test_a_slide_from_the_page(browser, tmp_path):
         first = station.log.results("S-0042")[0]
         assert _text(browser, "detail-title") == f"#{first['id']} {first['source_id']}"
         assert first["label"] in _text(browser, "detail-text")
+        for reason in first["reasons"]:  # named and explained
+            assert f"{reason} (" in _text(browser, "detail-text")
         browser.execute_script("document.getElementById('detail').scrollIntoView()")
         _shot(browser, tmp_path, "station-field.png")
 

@@ -4,7 +4,7 @@
 =====  ==========================  =======================================================
 GET    /                           the page
 GET    /stream.mjpg                the live view (``multipart/x-mixed-replace`` JPEGs)
-GET    /api/status                 model, camera, current slide, a new slide id to offer
+GET    /api/status                 model, camera, current slide, a new slide id, reasons
 GET    /api/slides                 the slides, newest first
 POST   /api/slides                 ``{"slide", "operator", "notes"}``: start or continue one
 GET    /api/slides/{id}            ``{"slide", "tally", "fields"}``
@@ -43,6 +43,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from ..edge.pipeline import REASONS
 from ..edge.report import slide_report
 from ..edge.results_log import ResultsError, SlideError, validate_slide_id
 from ..edge.slide import NOTICE
@@ -173,6 +174,7 @@ class StationWeb:
             "current": self.station.current,
             "new_slide": self.station.new_slide_id(),
             "auto_note": self.auto_note,
+            "reasons": REASONS,
             "notice": NOTICE,
         })  # fmt: skip
 

@@ -5,6 +5,7 @@
 const $ = (id) => document.getElementById(id);
 let current = null; // the slide shown
 let stationCurrent = null; // the station's current slide, as last seen
+let reasons = {}; // what each reason for an uncertain field means
 let busy = false;
 
 async function api(method, path, body) {
@@ -50,6 +51,7 @@ async function refreshStatus() {
     $("camera-state").className = "badge bad";
     return;
   }
+  reasons = status.reasons || reasons;
   const cam = status.camera;
   const badge = $("camera-state");
   if (cam.ok) {
@@ -154,7 +156,9 @@ function renderGallery(fields) {
     if (f.error) {
       button.append(el("span", f.error, "card-reasons"));
     } else if (f.reasons && f.reasons.length) {
-      button.append(el("span", `uncertain: ${f.reasons.join(", ")}`, "card-reasons"));
+      const why = el("span", `uncertain: ${f.reasons.join(", ")}`, "card-reasons");
+      why.title = f.reasons.map((r) => `${r}: ${reasons[r] || ""}`).join("\n");
+      button.append(why);
     } else {
       button.append(el("span", `${f.cell_count} cell(s)`, "card-reasons"));
     }
@@ -169,7 +173,9 @@ function showField(f) {
   $("detail-title").textContent = `#${f.id} ${f.source_id}`;
   const probs = Object.entries(f.probabilities || {})
     .map(([k, v]) => `${k} ${percent(v)}`).join(", ");
-  const why = f.reasons && f.reasons.length ? `; uncertain: ${f.reasons.join(", ")}` : "";
+  const why = f.reasons && f.reasons.length
+    ? `; uncertain: ${f.reasons.map((r) => (reasons[r] ? `${r} (${reasons[r]})` : r)).join("; ")}`
+    : "";
   $("detail-text").textContent = f.error || `${f.label} (${probs})${why}`;
   if (!f.image) {
     $("detail-view").removeAttribute("src");
