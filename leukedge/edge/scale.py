@@ -62,7 +62,9 @@ WORK_SIDE = 256
 FINE_PX = 12.0
 #: Below this many pixels on its short side a frame is too small to measure.
 MIN_SIDE_PX = 48
-#: The band of training diameters is the 0.5th to 99.5th percentile widened by this factor.
+#: The band of training diameters runs from their 0.5th percentile (below it a frame is flagged:
+#: a lower magnification cannot be corrected) to their 99.5th widened by this factor (above it
+#: a frame is shrunk to the training scale, and flagged only when too little of it remains).
 BAND_MARGIN = 1.1
 #: A frame at the training scale must cover this share of a training field's side.
 MIN_FIELD_SHARE = 0.75
@@ -74,7 +76,7 @@ MAX_TILES = 9
 DEFAULT_SCALE = {
     "statistic": "typical red-cell diameter (px), granulometry of the stained mask",
     "diameter_px": 17.97,
-    "band_px": [11.41, 53.27],
+    "band_px": [12.55, 53.27],
     "field_px": 224,
     "n": 0,
 }
@@ -203,7 +205,7 @@ def scale_reference(fields) -> dict:
     """The manifest's ``trust.scale`` from training fields (RGB uint8 (H, W, 3) each).
 
     ``diameter_px`` is the median red-cell diameter, ``band_px`` the range left as it is
-    (0.5th to 99.5th percentile widened by ``BAND_MARGIN``), ``field_px`` the median short
+    (0.5th percentile to 99.5th widened by ``BAND_MARGIN``), ``field_px`` the median short
     side of the fields.
     """
     d, sides = [], []
@@ -218,7 +220,7 @@ def scale_reference(fields) -> dict:
     return {
         "statistic": DEFAULT_SCALE["statistic"],
         "diameter_px": round(float(np.median(ok)), 2),
-        "band_px": [round(float(lo / BAND_MARGIN), 2), round(float(hi * BAND_MARGIN), 2)],
+        "band_px": [round(float(lo), 2), round(float(hi * BAND_MARGIN), 2)],
         "field_px": int(np.median(sides)),
         "n": int(len(d)),
         "unmeasured": int(len(d) - len(ok)),
