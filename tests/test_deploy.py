@@ -240,7 +240,7 @@ def test_station_toml_loads_and_its_source_options_are_valid():
     assert config.source == "picamera2" and config.results_dir == "/var/lib/leukedge"
     assert config.backend == "auto" and config.threads >= 1 and not config.save_frames
     assert 0 < config.uncertain_threshold < 1 and config.trusted_key == ""
-    assert config.options_for() == {"size": [2028, 1520], "settle": 1.0}
+    assert config.options_for() == {"size": [2028, 1520], "capture": "auto", "settle": 1.0}
     open_source(config.source, camera_factory=object, **config.options_for())  # no ValueError
     assert config.new_slide_id(time.mktime((2025, 3, 1, 10, 15, 0, 0, 0, -1))) == (
         "slide-20250301-101500"
@@ -301,7 +301,11 @@ def test_station_toml_as_the_operator_guide_says_to_edit_it(tmp_path):
             assert options == {"poll": 0.5, "settle": 1.0}
             open_source(config.source, **options).close()
     # a --source given on the command line gets that source's table
-    assert config.options_for("picamera2:1") == {"size": [2028, 1520], "settle": 1.0}
+    assert config.options_for("picamera2:1") == {
+        "size": [2028, 1520],
+        "capture": "auto",
+        "settle": 1.0,
+    }
 
 
 def test_config_model_folder_beside_the_config_and_flat_source_options(tmp_path):
