@@ -21,7 +21,8 @@ SIZE = 32
 
 
 def check_report(report_dir, predict) -> None:
-    """A run report's figures agree with its own per-field predictions and with ``predict``."""
+    """A run report's figures agree with its own per-field predictions and with ``predict``
+    (probabilities of RGB fields by an independent path)."""
     report = json.loads((report_dir / "report.json").read_text())
     preds = report["predictions"]
     assert preds and report["n"] == len(preds)
@@ -40,8 +41,6 @@ def check_report(report_dir, predict) -> None:
 def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     if importlib.util.find_spec("ultralytics") is None:  # not imported: ensure_offline comes first
         pytest.skip("ultralytics is not installed")
-    from leukedge.training.yolo import yolo_predictor
-
     write_synth_dataset(tmp_path / "data", 6, size=(SIZE, SIZE))
     make_split(find_dataset(tmp_path / "data"), tmp_path, ratios=(0.5, 0.25, 0.25))
     run = tmp_path / "run"
@@ -71,6 +70,24 @@ def test_train_yolo_cli_writes_tree_record_and_reports(tmp_path):
     assert record["schedule"] == {"warmup_epochs": 0.0, "optimizer": "AdamW", "lr0": 0.002}
     for line in ("optimizer: AdamW", "lr0: 0.002", "warmup_epochs: 0.0"):
         assert line in ultralytics_args
-    predict = yolo_predictor(run / "train" / "weights" / "best.pt").predict_proba
+    best = run / "train" / "weights" / "best.pt"
     for split in ("val", "test"):
-        check_report(run / f"report-{split}", predict)
+        check_report(run / f"report-{split}", ultralytics_predict(best, record["preprocess"]))
+
+
+def ultralytics_predict(pt, preprocess: dict):
+    """``predict_proba`` by another path than the one that wrote the reports: Ultralytics'
+    own ``predict`` (its resizing, scaling, forward pass and softmax) on the station's view
+    of each field (``edge.preprocess.view``: white balance, resize and crop)."""
+    from ultralytics import YOLO
+
+    from leukedge.edge.preprocess import Preprocess, view
+
+    yolo, spec = YOLO(str(pt)), Preprocess.from_dict(preprocess)
+
+    def predict(fields):
+        bgr = [np.ascontiguousarray(view(f, spec)[..., ::-1]) for f in fields]
+        found = yolo.predict(bgr, imgsz=spec.size, device="cpu", verbose=False)
+        return np.array([r.probs.data.cpu().numpy() for r in found])
+
+    return predict
