@@ -119,3 +119,24 @@ def test_add_onnx_route_to_a_copy_of_the_default(tmp_path, monkeypatch):
     portable = load_model(bundle, threads=1, route="model.onnx")
     a, b = picked.predict(field).probabilities, portable.predict(field).probabilities
     assert max(abs(a[k] - b[k]) for k in a) < 1e-3
+
+
+def test_the_shipped_default_runs_its_x86_route_with_the_same_outputs(monkeypatch):
+    """The default bundle ships model-u8s8.onnx for x86-64; it passes the bundle's self-test
+    and classifies like model.file."""
+    import platform
+
+    from leukedge.edge.model import load_model
+    from leukedge.edge.synth import synth_field
+
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    picked = load_model("default", threads=1)
+    x86 = machine_name(platform.machine()) == "x86_64"
+    assert picked.route.file == ("model-u8s8.onnx" if x86 else "model.onnx")
+    portable = load_model("default", threads=1, route="model.onnx")
+    field = synth_field("Pre", seed=1)[0]
+    a, b = picked.predict(field), portable.predict(field)
+    assert (
+        a.label == b.label
+        and max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < 1e-3
+    )
