@@ -316,7 +316,7 @@ def test_resume_and_cli(trained, work, tmp_path):
     from test_train_cli import check_report
 
     from leukedge.cli import app
-    from leukedge.training.keras_train import keras_predictor
+    from leukedge.edge.model import load_model
     from leukedge.training.runs import find_run_config
 
     run = shutil.copytree(work / "run", tmp_path / "run")
@@ -327,12 +327,18 @@ def test_resume_and_cli(trained, work, tmp_path):
     assert res.exit_code == 0, res.output
     assert find_run_config(run)["result"]["epochs_done"] == 1
     assert sha256_file(run / "best.keras") == sha256_file(trained["best"])
-    check_report(run / "report-val", keras_predictor(run / "best.keras").predict_proba)
 
     res = runner.invoke(app, ["export", str(run), "--to", "onnx", "--no-int8"])
     assert res.exit_code == 0, res.output
     assert read_manifest(run / "export" / "keras-onnx-fp32")["classes"] == list(CLASSES)
     assert not (run / "export" / "keras-onnx-int8").exists()
+    # The report against another path than the Keras predictor that wrote it: the
+    # exported fp32 ONNX file, run by the station's loader (its raw probabilities).
+    model = load_model(run / "export" / "keras-onnx-fp32")
+    check_report(
+        run / "report-val",
+        lambda fields: model.outputs(model.prepare_batch(fields))["probabilities"],
+    )
 
     args = ["train", "keras", "--split-csv", str(trained["split"]), "--out", str(tmp_path / "x")]
     res = runner.invoke(app, [*args, "--arch", "x"])
