@@ -108,11 +108,14 @@ def _run_model(bundle, frames, threads: int):
     cells = []
     for frame in frames:
         res = done[frame.source_id]
-        cells.append(
-            res.error or f"{res.label} {res.confidence:.2f}" + (" ?" if res.uncertain else "")
-        )
-    timings = [r.timings_ms for r in done.values()]
-    med = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
+        flag = f" ? ({', '.join(res.reasons)})" if res.uncertain else ""
+        cells.append(res.error or f"{res.label} {res.confidence:.2f}{flag}")
+    # Stages differ between fields (an error stops early, a tiled frame adds some).
+    timings = [r.timings_ms for r in done.values() if r.error is None]
+    med = {
+        k: float(np.median([t[k] for t in timings if k in t]))
+        for k in sorted({k for t in timings for k in t})
+    }
     call = station.log.slide("demo").call["text"]
     return station.model.name, station.model.backend.name, cells, med, call
 
