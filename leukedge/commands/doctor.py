@@ -66,8 +66,8 @@ def _model_rows(net, threads: int | None, load_ms: float, result) -> list[tuple[
         ("model", f"{net.name}, every SHA-256 verified"),
         (
             "route",
-            f"{net.manifest['model']['file']} on {backend_version(net.backend.name)} "
-            f"({net.backend.name} backend), threads {threads or 'default'}",
+            f"{net.route.file} on {backend_version(net.backend.name)} "
+            f"({net.backend.name} backend), threads {threads or 'default'}; {net.route.why}",
         ),
     ]
     timing = f"load {load_ms:.0f} ms (verify + open)"

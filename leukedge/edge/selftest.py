@@ -234,7 +234,7 @@ def failure_message(model, result: SelfTestResult) -> str:
     reference = model.manifest["self_test"].get("reference", {})
     made = ", ".join(str(reference[k]) for k in ("machine", "cpu", "backend") if k in reference)
     return (
-        f"{model.bundle}: known-answer self-test FAILED: {model.manifest['model']['file']} on "
+        f"{model.bundle}: known-answer self-test FAILED: {model.route.file} on "
         f"{backend_version(model.backend.name)} differs from the reference machine "
         f"({made or 'unknown'}): {result.summary()}. This machine: {cpu['machine']}, "
         f"{cpu['cpu']}, CPU features {' '.join(cpu['features']) or 'unknown'}. Its results "
