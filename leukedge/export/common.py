@@ -143,9 +143,7 @@ def _tflite_inputs(path: Path) -> list[dict]:
 
 
 def model_entry(path: Path, spec: Preprocess, precision: str, quantization: dict | None) -> dict:
-    """The manifest's ``model`` entry for an .onnx or .tflite file (see the module doc), after
-    giving the file its pooled-feature output where it has pooled features."""
-    add_feature_output(path, required=False)
+    """The manifest's ``model`` entry for an .onnx or .tflite file (see the module doc)."""
     fmt = path.suffix.lstrip(".")
     inputs = [
         {"name": e["name"], "shape": e["shape"], "layout": spec.layout, **e}
@@ -185,8 +183,14 @@ def evaluate_models(
 ) -> tuple[dict[str, dict], dict | None]:
     """Per-precision ``evaluation`` entries on a split, and the INT8 fidelity report (or None).
 
+    The files first get their pooled-feature output where they have pooled features
+    (``export.features``; the probabilities stay as they are), so the report describes the
+    files as shipped.
     x : the split's preprocessed input(s); y : int64 (N,) class indices.
     """
+    for path in (fp32, int8):
+        if path is not None:
+            add_feature_output(path, required=False)
     base = {"split": split, "n": len(y)}
     if int8 is None:
         return {"fp32": {**base, "accuracy": accuracy(y, model_probs(fp32)(x))}}, None
