@@ -91,16 +91,20 @@ def forged_png(rgb: np.ndarray, width: int, height: int) -> bytes:
 
 
 def _decode_in_subprocess(path) -> tuple[str, float]:
-    """decode_field on a file in a fresh interpreter: (outcome, peak RSS in MB)."""
+    """decode_field on a file in a fresh interpreter: (outcome, peak RSS in MB).
+
+    The peak is the process's own VmHWM: ``ru_maxrss`` keeps the forking parent's peak
+    across exec, so under a large pytest process it would measure pytest."""
     code = (
-        "import resource, sys\n"
+        "import re, sys\n"
         "from leukedge.edge.imageio import FieldError, decode_field\n"
         "data = open(sys.argv[1], 'rb').read()\n"
         "try:\n"
         "    print('decoded', decode_field(data, sys.argv[1]).shape)\n"
         "except FieldError as exc:\n"
         "    print(exc)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "status = open('/proc/self/status').read()\n"
+        "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) / 1024)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120
