@@ -33,6 +33,8 @@ from .segment import draw_outline, segment
 GRID = 7
 PATCH = 0.25
 REFINE = 5
+#: An overlay shows a map in full colour only where it reaches this probability drop.
+FULL_COLOUR = 0.1
 
 
 def _mask(field: np.ndarray, model: Model, mask: np.ndarray | None) -> np.ndarray | None:
@@ -179,15 +181,15 @@ def overlay(
 ) -> np.ndarray:
     """An occlusion map drawn over its field: RGB uint8 (H, W, 3).
 
-    ``heat`` (float (H, W), from ``occlusion_map``) is scaled by its largest positive value
-    and coloured with the jet map, blended in proportion to its strength (up to ``alpha``),
-    so regions that do not support the prediction show the field unchanged. ``mask`` (bool
-    (H, W)) adds the blast-mask outline.
+    ``heat`` (float (H, W), from ``occlusion_map``) is divided by its largest value, or by
+    ``FULL_COLOUR`` when that is smaller, coloured with the jet map and blended in
+    proportion (up to ``alpha``): regions that do not support the prediction show the field
+    unchanged, and a flat map (no patch mattered) leaves the whole field nearly so.
+    ``mask`` (bool (H, W)) adds the blast-mask outline.
     """
     if heat.shape != field.shape[:2]:
         raise ValueError(f"heat map {heat.shape} does not match the field {field.shape[:2]}")
-    peak = float(heat.max())
-    strength = np.clip(heat / peak, 0, 1) if peak > 0 else np.zeros_like(heat)
+    strength = np.clip(heat / max(float(heat.max()), FULL_COLOUR), 0, 1)
     colour = cv2.applyColorMap((strength * 255).astype(np.uint8), cv2.COLORMAP_JET)
     colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB).astype(np.float32)
     a = (alpha * strength)[..., None]
