@@ -51,8 +51,11 @@ def test_view_and_overlay():
     v = preprocessed_view(field, model)
     assert v.shape == (64, 64, 3) and v.dtype == np.uint8
     assert v.reshape(-1, 3).max(axis=0).min() >= 250  # white-balanced: the background is white
+    square = field[:, 10:90]
+    assert np.array_equal(overlay(square, np.zeros((80, 80), np.float32)), square)  # no evidence
     heat = np.zeros(field.shape[:2], np.float32)
-    assert np.array_equal(overlay(field, heat), field)  # no evidence: the field unchanged
+    framed = overlay(field, heat)  # the centre square the model saw, framed in white
+    assert (framed[:, 10] == 255).all() and np.array_equal(framed[:, :9], field[:, :9])
     heat[10:20, 10:20] = 0.5
     shown = overlay(field, heat, mask)
     assert shown.shape == field.shape and not np.array_equal(

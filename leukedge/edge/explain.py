@@ -184,8 +184,9 @@ def overlay(
     ``heat`` (float (H, W), from ``occlusion_map``) is divided by its largest value, or by
     ``FULL_COLOUR`` when that is smaller, coloured with the jet map and blended in
     proportion (up to ``alpha``): regions that do not support the prediction show the field
-    unchanged, and a flat map (no patch mattered) leaves the whole field nearly so.
-    ``mask`` (bool (H, W)) adds the blast-mask outline.
+    unchanged, and a flat map (no patch mattered) leaves the whole field nearly so. On a
+    field that is not square, a white frame marks the centre square the model saw. ``mask``
+    (bool (H, W)) adds the blast-mask outline.
     """
     if heat.shape != field.shape[:2]:
         raise ValueError(f"heat map {heat.shape} does not match the field {field.shape[:2]}")
@@ -194,4 +195,8 @@ def overlay(
     colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB).astype(np.float32)
     a = (alpha * strength)[..., None]
     out = (field.astype(np.float32) * (1 - a) + colour * a + 0.5).astype(np.uint8)
+    top, left, h, w = crop_box(field.shape)
+    if (h, w) != field.shape[:2]:
+        thick = max(1, round(min(h, w) / 224))
+        cv2.rectangle(out, (left, top), (left + w - 1, top + h - 1), (255, 255, 255), thick)
     return out if mask is None else draw_outline(out, mask)
