@@ -68,3 +68,18 @@ def test_cross_validation_holds_out_each_fold_once(tmp_path, fake_family):
 def test_fold_count_is_checked(tmp_path):
     with pytest.raises(UsageError, match="at least 2"):
         crossval.fold_splits(tmp_path / "split.csv", tmp_path, 1)
+
+
+def test_train_folds_cross_validates_from_the_command_line(tmp_path, fake_family, monkeypatch):
+    from typer.testing import CliRunner
+
+    from leukedge.cli import app
+
+    monkeypatch.setitem(FAMILIES, "yolo", FAMILIES["fake"])
+    write_synth_dataset(tmp_path / "data", 4, size=(48, 48))
+    make_split(find_dataset(tmp_path / "data"), tmp_path, ratios=(0.5, 0.25, 0.25))
+    args = ["train", "yolo", "--split-csv", str(tmp_path / "split.csv"), "--out", str(tmp_path)]
+    res = CliRunner().invoke(app, [*args, "--folds", "2", "--epochs", "3"])
+    assert res.exit_code == 0, res.output
+    assert len(fake_family) == 2 and fake_family[0][1]["epochs"] == 3
+    assert "2-fold cross-validation" in res.output and (tmp_path / "cv.json").is_file()
