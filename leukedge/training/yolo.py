@@ -97,7 +97,7 @@ def build_imagefolder(
 ) -> Path:
     """Write the ImageFolder tree Ultralytics classification trains on.
 
-    Reads ``split_csv`` (``leukedge.training.split.read_split``) and writes
+    Reads ``split_csv`` (``leukedge.data.split.read_split``) and writes
     ``out_dir/<split>/<label>/`` for each split present (train required; val,
     test optional). Every split gets a folder for every label, empty or not,
     so class indices agree. Existing ``out_dir/<split>`` trees and Ultralytics
