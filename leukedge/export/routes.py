@@ -80,6 +80,9 @@ def uint8_activations(src: str | Path, dst: str | Path) -> Path:
         dims = value.type.tensor_type.shape.dim
         if dims:
             dims[0].dim_param = "N"
+    # Inferred shapes of inner tensors still say batch 1: ONNX Runtime would warn on every
+    # batched run that the outputs do not match them.
+    del graph.value_info[:]
     used = {name for node in graph.node for name in node.input}
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
