@@ -2,7 +2,7 @@
 
     python benchmarks/trust_gate.py [--split-csv runs/split4/split.csv]
         [--pbc ../shared/data/ood-pbc-lymphocytes] [--bundles default mobilenetv2]
-        [--repeats 5] [--out benchmarks/results]
+        [--repeats 5] [--out benchmarks/results] [--refit-gate]
 
 For each bundle, through the station's own ``FieldPipeline`` (a frame is *flagged* when its
 result is uncertain, *confidently malignant* when unflagged and not Benign):
@@ -20,7 +20,7 @@ result is uncertain, *confidently malignant* when unflagged and not Benign):
 
 Targets: PBC >= 95% flagged and <= 1% confidently malignant; clean <= 2% flagged and >= 99.5%
 accurate on the unflagged; >= 98% correct or flagged under every condition; <= 1 ms.
-Writes ``trust-gate-<date>.md`` and ``.json`` to ``--out``.
+Writes ``trust-gate-<date>.md`` and ``.json`` (``-refit`` added with ``--refit-gate``) to ``--out``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from leukedge.data.split import read_split
 from leukedge.edge.imageio import read_field
 from leukedge.edge.model import load_model
 from leukedge.edge.pipeline import FieldPipeline
+from leukedge.edge.quality import quality_reference
+from leukedge.edge.scale import scale_reference
 from leukedge.edge.segment import segment
 from leukedge.edge.sources import Frame
 from leukedge.evaluation.shifts import SHIFTS
@@ -124,10 +126,13 @@ def cost_ms(fn: Callable[[np.ndarray], object], fields: list[np.ndarray], repeat
     return float(np.median(wall) * 1e3), float(np.median(cpu) * 1e3)
 
 
-def bench_bundle(name: str, pbc: list[Path], test, repeats: int) -> dict:
+def bench_bundle(name: str, pbc: list[Path], test, repeats: int, refs: dict | None) -> dict:
     model = load_model(name, threads=1)
     pipeline = FieldPipeline(model)
     out: dict = {"bundle": name, "model": model.name, "notes": list(pipeline.notes)}
+    if refs is not None:
+        pipeline.quality_ref, pipeline.scale_ref = refs["quality"], refs["scale"]
+        out["notes"].append("gate figures refitted on the training split (--refit-gate)")
     if pbc:
         res = run_frames(pipeline, [(str(p), read_field(p)) for p in pbc], f"{name}: PBC")
         flagged = [r.uncertain for r in res]
@@ -181,7 +186,9 @@ def render(report: dict) -> str:
         "",
         f"Test split: {report['test_fields']} fields of `{report['split_csv']}` (4 classes); "
         f"PBC: {report['pbc_fields']} other-lab lymphocytes.",
-        "Flagged: the result is uncertain. Targets in brackets. Load average "
+        "Gate figures (trust.quality/scale): "
+        + ("each bundle's own" if isinstance(report["gate_figures"], str) else "refitted")
+        + ". Flagged: the result is uncertain. Targets in brackets. Load average "
         f"{report['load_before']:.1f} before, {report['load_after']:.1f} after.",
         "",
         "| measure | " + " | ".join(b["bundle"] for b in bundles) + " |",
@@ -237,8 +244,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bundles", nargs="+", default=["default", "mobilenetv2"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument(
+        "--refit-gate",
+        action="store_true",
+        help="judge with trust.quality/scale recomputed from the split's training fields by "
+        "this code (what 'leukedge bundle add-trust' would store) instead of the bundles' own",
+    )
     args = ap.parse_args(argv)
-    test = read_split(ensure_split(args.split_csv), "test")
+    split = ensure_split(args.split_csv)
+    test = read_split(split, "test")
+    refs = None
+    if args.refit_gate:
+        train = [read_field(r.path) for r in progress_bar(read_split(split, "train"), "train")]
+        refs = {"quality": quality_reference(train), "scale": scale_reference(train)}
     pbc = sorted((args.pbc / "images").glob("*.jpg")) if args.pbc.is_dir() else []
     if not pbc:
         print(f"{args.pbc}: no PBC images; the PBC rows are left out", file=sys.stderr)
@@ -250,11 +268,12 @@ def main(argv: list[str] | None = None) -> None:
         "test_fields": len(test),
         "pbc_fields": len(pbc),
         "load_before": os.getloadavg()[0],
-        "bundles": [bench_bundle(b, pbc, test, args.repeats) for b in args.bundles],
+        "gate_figures": refs or "each bundle's own",
+        "bundles": [bench_bundle(b, pbc, test, args.repeats, refs) for b in args.bundles],
         "load_after": os.getloadavg()[0],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"trust-gate-{date}"
+    stem = args.out / (f"trust-gate-{date}" + ("-refit" if args.refit_gate else ""))
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     stem.with_suffix(".md").write_text(render(report))
     print(render(report))
