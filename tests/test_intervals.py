@@ -74,7 +74,8 @@ def test_paired_counts_and_verdict():
     result = paired(a, b, ("old", "new"))
     assert (result["both_right"], result["only_a_right"], result["only_b_right"]) == (130, 0, 7)
     assert result["both_wrong"] == 1 and result["n"] == 138
-    assert result["p_value"] == pytest.approx(2 / 128) and result["verdict"] == "new is right more often"
+    assert result["p_value"] == pytest.approx(2 / 128)
+    assert result["verdict"] == "new is right more often"
     one_apart = paired([True] * 137 + [False], [True] * 138)
     assert one_apart["p_value"] == 1.0 and one_apart["verdict"] == "no measurable difference"
     with pytest.raises(ValueError, match="same fields"):
