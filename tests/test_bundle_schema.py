@@ -103,6 +103,7 @@ SCHEMA_CASES = {
     "self_test not an object": (_set("self_test", "yes"), "self_test must be an object"),
     "output unknown": (_set("model", "output", "scores"), r"model\.output must be one of"),
     "format mismatch": (_set("model", "format", "tflite"), r"model\.format must be one of onnx"),
+    "input entry not an object": (_set("model", "input", [{}, 3]), r"model\.input\[1\] must be"),
 }
 
 

@@ -240,7 +240,12 @@ def check_manifest(manifest: object, where: str | Path) -> None:
     for key, value in (outputs or {}).items():
         if not isinstance(value, str) or not value:
             c.fail(f"model.outputs.{key}", f"must name a model output, got {value!r}")
-    c.object(model, "input")
+    if isinstance(model.get("input"), list):  # a multi-input model: one entry per input
+        for i, entry in enumerate(model["input"]):
+            if not isinstance(entry, dict):
+                c.fail(f"model.input[{i}]", f"must be an object, got {type(entry).__name__}")
+    else:
+        c.object(model, "input")
     if model.get("quantization") is not None:  # null: an fp32 model file
         c.object(model, "quantization")
     if "routes" in model:  # other files of the same network, per CPU (``routes``)

@@ -58,6 +58,13 @@ def _onnx_pooled(graph, path: Path) -> str:
         tensor = nexts[0].output[0]
 
 
+def _single_input(path: Path, inputs: int) -> None:
+    """A multi-input (dual) model runs its shared backbone once on its inputs stacked on the
+    batch axis, so its pooled tensor has a row per input, not per field: no features."""
+    if inputs != 1:
+        raise NoPooledFeatures(f"{path}: {inputs} inputs; pooled features need a one-input model")
+
+
 def add_onnx_features(src: str | Path, dst: str | Path | None = None) -> Path:
     """Write ``src`` with a ``FEATURES`` output to ``dst`` (default: in place)."""
     import onnx
@@ -71,6 +78,8 @@ def add_onnx_features(src: str | Path, dst: str | Path | None = None) -> Path:
         if dst != src:
             onnx.save(model, str(dst))
         return dst
+    weights = {i.name for i in graph.initializer}
+    _single_input(src, len([i for i in graph.input if i.name not in weights]))
     tensor = _onnx_pooled(graph, src)
     producer = next(n for n in graph.node if tensor in n.output)
     if producer.op_type == "DequantizeLinear":
@@ -104,6 +113,7 @@ def add_tflite_features(src: str | Path, dst: str | Path | None = None) -> Path:
     graph = model.subgraphs[0]
     names = [graph.tensors[i].name.decode() for i in graph.outputs]
     if FEATURES not in names:
+        _single_input(src, len(graph.inputs))
         mean = schema.BuiltinOperator.MEAN
 
         def code(op) -> int:
