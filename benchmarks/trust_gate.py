@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     date = datetime.date.today().isoformat()
     report = {
         "date": date,
-        "command": "python benchmarks/trust_gate.py " + " ".join(argv or sys.argv[1:]),
+        "command": " ".join(["python benchmarks/trust_gate.py", *(argv or sys.argv[1:])]),
         "split_csv": str(args.split_csv),
         "test_fields": len(test),
         "pbc_fields": len(pbc),
