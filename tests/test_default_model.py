@@ -57,11 +57,17 @@ def test_shipped_bundle_loads_verified_with_its_card(name):
     assert test["accuracy"] >= MIN_CLEAN
     assert all(s["accuracy"] >= MIN_SHIFT for s in test["shifts"].values()), test["shifts"]
     card = (MODELS_DIR / name / "MODEL_CARD.md").read_text()
+
     # The card states the figures the manifest records, and the bar they are held to.
-    assert f"**{100 * test['accuracy']:.1f}%**" in card
+    def stated(fig: dict) -> str:  # k/n (exact interval), as the card writes it
+        lo, hi = (100 * v for v in fig["accuracy_ci"])
+        return f"{fig['correct']}/{test['n']}** ({lo:.1f}-{hi:.1f}%)"
+
+    assert f"| clean | **{stated(test)} |" in card
     worst = test["worst_shift"]
-    assert f"| {worst} | **{100 * test['shifts'][worst]['accuracy']:.1f}%**" in card
-    assert f"| {100 * test['shortcut']['accuracy']:.1f}% |" in card
+    assert f"| {worst} | **{stated(test['shifts'][worst])} |" in card
+    assert f"| {stated(test['shortcut']).replace('**', '')} |" in card
+    assert "-100-100" not in card and "(100-100)" not in card  # no zero-width interval
     assert "research use only" in card.lower() and "patient-level" in card
     assert test["data_sha256"] == manifest["data_manifest_sha256"]  # judged on its own split
 
