@@ -109,16 +109,7 @@ def show(
     folder: Path | None = typer.Option(None, "--dir", help=DIR_HELP),
 ) -> None:
     """Print a slide's stored call again, with its per-class counts."""
-    from ..edge.results_log import ResultsError
-    from ..edge.station import tally_from_rows
-
-    with _open(folder) as log:
-        try:
-            record = log.record(slide)
-        except (KeyError, ResultsError) as exc:
-            fail(exc.args[0])
-    record["tally"] = tally_from_rows(slide, record["fields"]).summary()
-    print_slide(record, console)
+    _print_stored(folder, slide, end=False)
 
 
 @app.command()
@@ -128,12 +119,18 @@ def end(
 ) -> None:
     """End a slide and store its call, also while the station runs (it goes on with a
     new slide); prints the call. An ended slide's call is printed as stored."""
+    _print_stored(folder, slide, end=True)
+
+
+def _print_stored(folder: Path | None, slide: str, end: bool) -> None:
+    """Print a slide's stored call and counts (after ending it first, with ``end``)."""
     from ..edge.results_log import ResultsError
     from ..edge.station import end_logged_slide, tally_from_rows
 
     with _open(folder) as log:
         try:
-            end_logged_slide(log, slide)
+            if end:
+                end_logged_slide(log, slide)
             record = log.record(slide)
         except (KeyError, ResultsError) as exc:
             fail(exc.args[0])
