@@ -161,6 +161,7 @@ def main(argv=None) -> None:
         "data": str(args.data),
         "fields": len(paths),
         "model": args.model,
+        "model_sha256": load_model(args.model).sha256,
         "batch_size": batch,
         "nice": os.nice(0),
         "machine": machine_facts(),
@@ -188,7 +189,8 @@ def render(result: dict) -> str:
     lines = [
         f"# Scoring throughput, {result['date']}",
         "",
-        f"{result['fields']} fields of `{result['data']}`, model `{result['model']}`, "
+        f"{result['fields']} fields of `{result['data']}`, model `{result['model']}` "
+        f"(model file SHA-256 {result['model_sha256'][:12]}...), "
         f"batch {result['batch_size']}, nice {result['nice']}; "
         f"{m['cpu_model']}, {m['cores_usable']} cores; "
         f"{len(next(iter(result['runs'].values())))} repeats, configurations interleaved; "
