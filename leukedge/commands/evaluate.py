@@ -4,6 +4,7 @@ and the shortcut audit (``leukedge.evaluation``)."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from ..console import console, err_console
 from . import fail
+from .score import Engine, field_progress
 
 
 def print_result(result: dict, reference: dict | None = None) -> None:
@@ -53,6 +55,44 @@ def print_result(result: dict, reference: dict | None = None) -> None:
         console.print(paired)
 
 
+def _run_engine(model, backend: str, engine: str, workers, address, batch, paths, conditions):
+    """``evaluate``'s ``Engine``: the fields' predictions under ``conditions`` in the
+    workers of ``engine`` (``leukedge.scale``), with a progress display of fields."""
+    from ..evaluation.evaluate import RECORD_COLUMNS, condition_scorer
+    from ..scale import Job, run_paths
+
+    scorer = partial(condition_scorer, conditions=conditions)
+    job = Job(model.bundle, model.sha256, scorer, RECORD_COLUMNS, backend)
+    display, update = field_progress("evaluating")
+    total, done = len(set(paths)), 0
+    with display:
+        update(done, total)
+        for records in run_paths(paths, job, engine, workers, batch, address):
+            done += len(records)
+            update(done, total)
+            yield records
+
+
+def _predictor(model: str, backend: str, threads, engine: Engine | None, workers, address, batch):
+    """The ``Predictor`` of ``model`` and, with ``--engine``, the ``Engine`` that runs its
+    bundle in workers (None: in this process)."""
+    from ..edge.model import load_model
+    from ..evaluation.evaluate import model_predictor
+    from ..scale import check_options
+    from ..training.families import load_predictor, trained_model
+
+    check_options(engine.value if engine else "local", workers, batch, address)
+    if engine is None:
+        if workers is not None:
+            fail("--workers sets an engine's processes: use it with --engine local or ray")
+        return load_predictor(model, backend, threads), None
+    if trained_model(model) is not None:
+        fail(f"{model}: a training run; --engine runs bundles: export it first or drop --engine")
+    net = load_model(model, backend, threads)
+    run = partial(_run_engine, net, backend, engine.value, workers, address, batch)
+    return model_predictor(net), run
+
+
 def evaluate(
     model: str = typer.Option(
         ...,
@@ -82,8 +122,24 @@ def evaluate(
         None, "--reference", help="JSON of figures to show beside (e.g. another report.json)."
     ),
     backend: str = typer.Option("auto", "--backend", help="Bundles: auto, onnxruntime or litert."),
-    threads: int | None = typer.Option(None, "--threads", help="Inference threads."),
-    batch: int = typer.Option(32, "--batch", help="Fields per inference batch."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Inference threads (in this process; engine workers use one)."
+    ),
+    batch: int = typer.Option(
+        32, "--batch", min=1, help="Fields per inference (and engine) batch."
+    ),
+    engine: Engine | None = typer.Option(
+        None,
+        "--engine",
+        help="Bundles on large sets: read and predict in a process pool (local) or on Ray "
+        "Data (ray), as 'leukedge score' [default: in this process].",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", min=1, help="--engine processes/actors [default: all CPUs]."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="--engine ray: the Ray cluster to join [default: a local Ray]."
+    ),
     record: bool = typer.Option(
         False,
         "--record",
@@ -96,17 +152,19 @@ def evaluate(
     from ..evaluation.evaluate import evaluate as run_evaluation
     from ..evaluation.evaluate import labelled_items, record_in_bundle
     from ..evaluation.render import check_plots, write_report
-    from ..training.families import load_predictor, trained_model
+    from ..training.families import trained_model
 
     check_plots()
     if record and trained_model(model) is not None:
         fail(f"{model}: --record writes into a bundle's manifest; this is a training run")
-    predictor = load_predictor(model, backend, threads)
+    predictor, run = _predictor(model, backend, threads, engine, workers, address, batch)
     items = labelled_items(predictor.classes, data, split_csv, split, classes)
     ref = (
         None if reference is None else {"name": reference.stem, **json.loads(reference.read_text())}
     )
-    result = run_evaluation(predictor, items, shifts=shifts, shortcut=shortcut, batch=batch)
+    result = run_evaluation(
+        predictor, items, shifts=shifts, shortcut=shortcut, batch=batch, engine=run
+    )
     for skipped in result["skipped"]:
         err_console.print(f"[yellow]skipped[/yellow] {skipped['path']}: {skipped['problem']}")
     source = f"{split_csv} ({split})" if split_csv is not None else str(data)

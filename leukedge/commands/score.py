@@ -25,8 +25,9 @@ class Format(str, Enum):
     csv = "csv"
 
 
-def _progress():
-    """A Rich progress display (fields/s, ETA) and the ``progress(done, total)`` callback."""
+def field_progress(doing: str = "scoring"):
+    """A Rich progress display of fields (``doing``, fields/s, ETA) and the
+    ``progress(done, total)`` callback."""
     import sys
 
     from rich.progress import (
@@ -45,7 +46,7 @@ def _progress():
             return Text(f"{task.speed:.1f} fields/s" if task.speed else "")
 
     display = Progress(
-        TextColumn("scoring"),
+        TextColumn(doing),
         BarColumn(),
         MofNCompleteColumn(),
         Rate(),
@@ -55,7 +56,7 @@ def _progress():
         console=err_console,
         disable=not sys.stderr.isatty(),
     )
-    task = display.add_task("scoring", total=None)
+    task = display.add_task(doing, total=None)
 
     def update(done: int, total: int) -> None:
         display.update(task, completed=done, total=total)
@@ -117,7 +118,7 @@ def score(
     in OUT/parts, and each slide's call by the station's rule in OUT/slides.json."""
     from ..scale import score_archive
 
-    display, update = _progress()
+    display, update = field_progress()
     try:
         with display, warnings.catch_warnings():
             warnings.showwarning = _note

@@ -6,16 +6,21 @@ the order of its ``classes``. ``bundle_predictor`` makes one of a model bundle (
 ``leukedge.edge.load_model``, exactly as the station runs it); trained runs get theirs from
 the family registry (``leukedge.training.families.load_predictor``, which takes bundles too).
 ``evaluate`` runs a predictor on ``(path, label)`` items: clean, under every shift of
-``leukedge.evaluation.shifts.SHIFTS`` and with the cells painted out (``paint_out_cells``);
-``leukedge.evaluation.render`` writes the report.
+``leukedge.evaluation.shifts.SHIFTS`` and with the cells painted out (``paint_out_cells``),
+in this process or, for a large set, through an ``Engine`` whose workers run
+``condition_scorer`` on a bundle (``leukedge eval --engine``: ``leukedge.scale``); either
+way ``measure`` computes the figures and ``leukedge.evaluation.render`` writes the report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +32,9 @@ from ..errors import DataError, UsageError
 from ..progress import progress_bar
 from .metrics import N_BOOTSTRAP, summarize
 from .shifts import SHIFTS, paint_out_cells
+
+if TYPE_CHECKING:
+    from ..edge.model import Model
 
 #: predict_proba(list of RGB uint8 (H, W, 3) fields) -> float (N, C) probabilities.
 PredictProba = Callable[[list[np.ndarray]], np.ndarray]
@@ -42,12 +50,8 @@ class Predictor:
     predict_proba: PredictProba
 
 
-def bundle_predictor(bundle: str | Path, backend: str = "auto", threads: int | None = None):
-    """The ``Predictor`` of a model bundle (a folder or a shipped name such as "default"),
-    run by ``leukedge.edge.load_model`` as on the station; raises ``BundleError``."""
-    from ..edge.model import load_model
-
-    model = load_model(bundle, backend, threads)
+def model_predictor(model: Model) -> Predictor:
+    """The ``Predictor`` of a loaded model bundle: ``Model.predict_batch``, as on the station."""
 
     def predict_proba(fields: list[np.ndarray]) -> np.ndarray:
         preds = model.predict_batch(fields)
@@ -56,12 +60,21 @@ def bundle_predictor(bundle: str | Path, backend: str = "auto", threads: int | N
     return Predictor(model.name, tuple(model.classes), predict_proba)
 
 
+def bundle_predictor(bundle: str | Path, backend: str = "auto", threads: int | None = None):
+    """The ``Predictor`` of a model bundle (a folder or a shipped name such as "default"),
+    run by ``leukedge.edge.load_model`` as on the station; raises ``BundleError``."""
+    from ..edge.model import load_model
+
+    return model_predictor(load_model(bundle, backend, threads))
+
+
 #: Figures kept for each shift and for the shortcut audit.
 BRIEF = ("n", "correct", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "ece", "ece_ci")
 
 
 def _conditions(shifts: bool, shortcut: bool, seg_mode: str) -> dict:
-    """Condition name -> field transform (None: the field as read)."""
+    """Condition name -> field transform (None: the field as read); module-level functions
+    and partials of them, so they pickle to an engine's workers."""
     conditions: dict[str, Callable | None] = {"clean": None}
     if shifts:
         conditions.update(SHIFTS)
@@ -87,29 +100,99 @@ def worst_shift(shifts: dict[str, dict]) -> str | None:
     return min(scored, key=lambda k: (scored[k]["accuracy"], scored[k].get("macro_f1") or 0))
 
 
+#: Kept ``(path, label)`` items, skipped files (path, problem) and condition -> float64
+#: (N, C) probabilities of the kept items: what ``evaluate`` measures.
+Predictions = tuple[list[tuple[str, str]], list[dict], dict[str, np.ndarray]]
+
+
+def predict_files(
+    predictor: Predictor, paths: Sequence[str | Path], conditions: dict
+) -> tuple[list[int], list[dict], dict[str, np.ndarray]]:
+    """Read each file once and predict it under every condition: (indices of the files
+    read, the others with their problem, condition -> float64 (n read, C) probabilities)."""
+    n_classes = len(predictor.classes)
+    read, fields, skipped = [], [], []
+    for i, path in enumerate(paths):
+        try:
+            fields.append(read_field(path))
+        except FieldError as exc:
+            skipped.append({"path": str(path), "problem": exc.problem})
+            continue
+        read.append(i)
+    probs = {name: np.zeros((0, n_classes)) for name in conditions}
+    for name, transform in conditions.items() if fields else ():
+        view = fields if transform is None else [transform(f) for f in fields]
+        probs[name] = _probabilities(predictor.predict_proba, view, n_classes)
+    return read, skipped, probs
+
+
 def _predict_conditions(
     predictor: Predictor, items: Sequence[tuple[str | Path, str]], conditions: dict, batch: int
-) -> tuple[list[tuple[str, str]], list[dict], dict[str, np.ndarray]]:
-    """Read each file once and predict it under every condition: (kept (path, label) items,
-    skipped files with their problem, condition -> float64 (N, C) probabilities)."""
-    n_classes = len(predictor.classes)
+) -> Predictions:
+    """``predict_files`` batch by batch, in this process."""
     probs: dict[str, list[np.ndarray]] = {name: [] for name in conditions}
     kept, skipped = [], []
     for start in progress_bar(range(0, len(items), batch), "Evaluating"):
-        fields = []
-        for path, label in items[start : start + batch]:
-            try:
-                fields.append(read_field(path))
-            except FieldError as exc:
-                skipped.append({"path": str(path), "problem": exc.problem})
-                continue
-            kept.append((str(path), label))
-        for name, transform in conditions.items() if fields else ():
-            view = fields if transform is None else [transform(f) for f in fields]
-            probs[name].append(_probabilities(predictor.predict_proba, view, n_classes))
-    if not kept:
-        raise DataError(f"no usable field among {len(items)} file(s)")
+        chunk = items[start : start + batch]
+        read, problems, p = predict_files(predictor, [path for path, _ in chunk], conditions)
+        kept += [(str(chunk[i][0]), chunk[i][1]) for i in read]
+        skipped += problems
+        for name, q in p.items():
+            probs[name].append(q)
     return kept, skipped, {name: np.concatenate(chunks) for name, chunks in probs.items()}
+
+
+#: Columns of ``condition_records`` (``leukedge.scale.Job.columns``).
+RECORD_COLUMNS = {"path": "string", "problem": "string", "probabilities": "string"}
+
+#: ``engine(paths, conditions)``: the files' ``condition_records`` computed elsewhere (a
+#: process pool, a Ray cluster: ``leukedge.scale.run_paths``), batch by batch, records
+#: keyed by absolute path.
+Engine = Callable[[list[str], dict], Iterable[list[dict]]]
+
+
+def condition_records(predictor: Predictor, conditions: dict, tasks: Sequence) -> list[dict]:
+    """``predict_files`` of tasks (objects with a ``path``), one record per task: path,
+    problem (None when read) and probabilities (JSON text: condition -> probabilities in
+    the order of the classes; JSON keeps float64 exactly)."""
+    paths = [task.path for task in tasks]
+    read, skipped, probs = predict_files(predictor, paths, conditions)
+    row_of = {i: row for row, i in enumerate(read)}
+    problems = iter(s["problem"] for s in skipped)
+    records = []
+    for i, path in enumerate(paths):
+        if i in row_of:
+            text = json.dumps({name: q[row_of[i]].tolist() for name, q in probs.items()})
+            records.append({"path": path, "problem": None, "probabilities": text})
+        else:
+            records.append({"path": path, "problem": next(problems), "probabilities": None})
+    return records
+
+
+def condition_scorer(model: Model, conditions: dict) -> Callable[[Sequence], list[dict]]:
+    """An engine worker's scorer (``leukedge.scale.Job.scorer``) for ``leukedge eval``:
+    ``condition_records`` of the loaded bundle's ``model_predictor``."""
+    return partial(condition_records, model_predictor(model), conditions)
+
+
+def _engine_predictions(
+    engine: Engine, items: Sequence[tuple[str | Path, str]], conditions: dict, n_classes: int
+) -> Predictions:
+    """``Predictions`` of ``items`` from the ``condition_records`` an engine computed."""
+    paths = [str(path) for path, _ in items]
+    found = {r["path"]: r for batch in engine(paths, conditions) for r in batch}
+    kept, skipped = [], []
+    probs: dict[str, list] = {name: [] for name in conditions}
+    for path, label in items:
+        record = found[os.path.abspath(Path(path).expanduser())]
+        if record["problem"] is not None:
+            skipped.append({"path": str(path), "problem": record["problem"]})
+            continue
+        kept.append((str(path), label))
+        for name, q in json.loads(record["probabilities"]).items():
+            probs[name].append(q)
+    shaped = {name: np.array(q, np.float64).reshape(-1, n_classes) for name, q in probs.items()}
+    return kept, skipped, shaped
 
 
 def evaluate(
@@ -122,23 +205,46 @@ def evaluate(
     batch: int = 32,
     seed: int = 0,
     n_bootstrap: int = N_BOOTSTRAP,
+    engine: Engine | None = None,
 ) -> dict:
     """Evaluate ``predictor`` on ``(path, label)`` items; labels are names in its classes.
 
-    Each file is read once; unreadable ones are listed under ``skipped``. Returns a
-    JSON-ready dict: classes, n, skipped, seg_mode, ``clean`` (``metrics.summarize``),
-    ``shifts`` (shift -> fields right, accuracy with its exact interval, macro-F1 and ECE
-    with bootstrap intervals, and ``accuracy_drop`` from clean), ``worst_shift``,
-    ``shortcut`` (the same figures on painted-out fields, with ``chance``: the share of the
-    commonest class) and ``predictions`` (path, label, predicted, probabilities of each
-    clean field, and ``under``: its prediction under each shift and the shortcut audit,
-    for paired comparisons of two models).
+    Each file is read once, in this process by ``predictor`` or, with ``engine``, by the
+    engine's workers (``condition_scorer`` of the same bundle); unreadable ones are listed
+    under ``skipped``. The figures are ``measure``'s.
     """
     classes = list(predictor.classes)
     if unknown := sorted({label for _, label in items} - set(classes)):
         raise DataError(f"label(s) {unknown} are not model classes {classes}")
     conditions = _conditions(shifts, shortcut, seg_mode)
-    kept, skipped, p = _predict_conditions(predictor, items, conditions, batch)
+    if engine is None:
+        predictions = _predict_conditions(predictor, items, conditions, batch)
+    else:
+        predictions = _engine_predictions(engine, items, conditions, len(classes))
+    return measure(classes, predictions, seg_mode, seed, n_bootstrap)
+
+
+def measure(
+    classes: Sequence[str],
+    predictions: Predictions,
+    seg_mode: str = "robust",
+    seed: int = 0,
+    n_bootstrap: int = N_BOOTSTRAP,
+) -> dict:
+    """The figures of ``predictions`` (``evaluate``'s conditions, however computed).
+
+    Returns a JSON-ready dict: classes, n, skipped, seg_mode, ``clean``
+    (``metrics.summarize``), ``shifts`` (shift -> fields right, accuracy with its exact
+    interval, macro-F1 and ECE with bootstrap intervals, and ``accuracy_drop`` from clean),
+    ``worst_shift``, ``shortcut`` (the same figures on painted-out fields, with ``chance``:
+    the share of the commonest class) and ``predictions`` (path, label, predicted,
+    probabilities of each clean field, and ``under``: its prediction under each shift and
+    the shortcut audit, for paired comparisons of two models).
+    """
+    kept, skipped, p = predictions
+    if not kept:
+        raise DataError(f"no usable field among {len(skipped)} file(s)")
+    classes = list(classes)
     y = np.array([classes.index(label) for _, label in kept])
     clean = summarize(y, p["clean"], classes, n_bootstrap, seed)
 
@@ -147,7 +253,7 @@ def evaluate(
         return {k: full[k] for k in BRIEF}
 
     shift_metrics = {}
-    for name in SHIFTS if shifts else ():
+    for name in (n for n in p if n in SHIFTS):
         m = brief(name)
         shift_metrics[name] = {**m, "accuracy_drop": clean["accuracy"] - m["accuracy"]}
     result = {
@@ -159,7 +265,7 @@ def evaluate(
         "shifts": shift_metrics,
         "worst_shift": worst_shift(shift_metrics),
     }
-    if shortcut:
+    if "shortcut" in p:
         chance = float(np.bincount(y, minlength=len(classes)).max() / len(y))
         result["shortcut"] = {**brief("shortcut"), "chance": chance}
     others = {name: np.argmax(q, axis=1) for name, q in p.items() if name != "clean"}

@@ -10,39 +10,33 @@ import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from pathlib import Path
 
-from .rows import Task, score_tasks
-from .worker import load_pipeline
+from .rows import Task
+from .worker import Job, Scorer
 
-_STATE: tuple | None = None  # (pipeline, model name) of this worker process
+_SCORER: Scorer | None = None  # this worker process's scorer
 
 
-def _init(bundle: str, model_sha256: str, model_name: str) -> None:
-    global _STATE
-    _STATE = (load_pipeline(bundle, model_sha256), model_name)
+def _init(job: Job) -> None:
+    global _SCORER
+    _SCORER = job.start()
 
 
 def _score(tasks: list[Task]) -> list[dict]:
-    pipeline, name = _STATE
-    return score_tasks(pipeline, name, tasks)
+    return _SCORER(tasks)
 
 
 def run_batches(
-    batches: Sequence[list[Task]],
-    bundle: Path,
-    model_name: str,
-    model_sha256: str,
-    workers: int | None = None,
+    batches: Sequence[list[Task]], job: Job, workers: int | None = None
 ) -> Iterator[list[dict]]:
-    """Score ``batches`` in ``workers`` processes (default: one per core); yields each
-    batch's records (``score_tasks``) as it finishes, in no particular order."""
+    """Run ``job`` on ``batches`` in ``workers`` processes (default: one per core); yields
+    each batch's records as it finishes, in no particular order."""
     workers = workers or os.cpu_count() or 1
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init,
-        initargs=(str(bundle), model_sha256, model_name),
+        initargs=(job,),
     )
     todo = iter(batches)
     pending: set[Future] = set()

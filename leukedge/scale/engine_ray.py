@@ -19,8 +19,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import StepFailed, UsageError
-from .rows import Task, score_tasks
-from .worker import load_pipeline
+from .rows import Task
+from .store import arrow_schema
+from .worker import Job
 
 
 def bundle_files(bundle: Path) -> dict[str, bytes]:
@@ -33,9 +34,10 @@ def bundle_files(bundle: Path) -> dict[str, bytes]:
 
 
 class _Scorer:
-    """A Ray Data actor: the bundle loaded once, then batches of tasks -> records."""
+    """A Ray Data actor: the job started once (its bundle written from the object store),
+    then batches of tasks -> a table of records."""
 
-    def __init__(self, files: list, model_sha256: str, model_name: str):
+    def __init__(self, files: list, job: Job):
         import ray
 
         self._dir = tempfile.TemporaryDirectory(prefix="leukedge-bundle-")
@@ -43,18 +45,14 @@ class _Scorer:
             path = Path(self._dir.name, rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        self.pipeline = load_pipeline(self._dir.name, model_sha256)
-        self.model_name = model_name
+        self.score = job.start(self._dir.name)
+        self.schema = arrow_schema(job.columns)
 
     def __call__(self, batch):
         import pyarrow as pa
 
-        from .store import arrow_schema
-
         tasks = [Task(**row) for row in batch.to_pylist()]
-        records = score_tasks(self.pipeline, self.model_name, tasks)
-        schema = arrow_schema().append(pa.field("skipped", pa.bool_()))
-        return pa.Table.from_pylist(records, schema)
+        return pa.Table.from_pylist(self.score(tasks), self.schema)
 
 
 def _check_reachable(address: str) -> None:
@@ -99,16 +97,14 @@ def start_ray(address: str | None, workers: int | None) -> bool:
 
 def run_batches(
     batches: Sequence[list[Task]],
-    bundle: Path,
-    model_name: str,
-    model_sha256: str,
+    job: Job,
     workers: int | None = None,
     address: str | None = None,
 ) -> Iterator[list[dict]]:
-    """Score ``batches`` with Ray Data: ``workers`` actors (default: one per CPU of the
-    cluster); yields each batch's records (``score_tasks``) as it finishes. A failure of
-    the actors (e.g. a bundle that fails verification on a node) is ``StepFailed`` with
-    the actor's own last error line."""
+    """Run ``job`` on ``batches`` with Ray Data: ``workers`` actors (default: one per CPU
+    of the cluster); yields each batch's records as it finishes. A failure of the actors
+    (e.g. a bundle that fails verification on a node) is ``StepFailed`` with the actor's
+    own last error line."""
     import ray
     import ray.data
     from ray.exceptions import RayError
@@ -125,7 +121,7 @@ def run_batches(
         dataset = ray.data.from_items(items, override_num_blocks=len(batches))
         scored = dataset.map_batches(
             _Scorer,
-            fn_constructor_args=([ray.put(bundle_files(bundle))], model_sha256, model_name),
+            fn_constructor_args=([ray.put(bundle_files(Path(job.bundle)))], job),
             batch_size=size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=workers),

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from ..edge.model import Model
 from ..edge.pipeline import FieldPipeline, FieldResult
 from ..edge.sources.files import read_frame
 
@@ -34,6 +36,9 @@ COLUMNS: dict[str, str] = {
     "model_sha256": "string",
     "error": "string",
 }
+
+#: What ``score_tasks`` returns: the record columns and the ``skipped`` flag.
+TASK_COLUMNS = {**COLUMNS, "skipped": "bool"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,12 @@ def score_tasks(pipeline: FieldPipeline, model_name: str, tasks: Iterable[Task])
             }
         )
     return out
+
+
+def pipeline_scorer(model: Model):
+    """A worker's scorer for ``leukedge score`` (``worker.Job``): ``score_tasks`` with the
+    station's ``FieldPipeline`` on ``model``."""
+    return partial(score_tasks, FieldPipeline(model), model.name)
 
 
 def decode(record: dict) -> dict:

@@ -14,8 +14,9 @@ from ..edge.pipeline import FieldPipeline
 from ..edge.slide import SlideTally
 from ..errors import UsageError
 from .listing import field_refs, list_fields
-from .rows import Task, decode
+from .rows import TASK_COLUMNS, Task, decode, pipeline_scorer
 from .store import ResultStore
+from .worker import Job
 
 ENGINES = ("local", "ray")
 
@@ -56,28 +57,47 @@ def check_options(engine: str, workers: int | None, batch_size: int, address: st
 def run_engine(
     engine: str,
     tasks: Sequence[Task],
-    model: Model,
+    job: Job,
     workers: int | None = None,
     batch_size: int = BATCH_SIZE,
     address: str | None = None,
 ) -> Iterator[list[dict]]:
-    """Records (``rows.score_tasks``) of ``tasks``, batch by batch as they finish."""
+    """The records of ``tasks`` run by ``job`` on ``engine``, batch by batch as they finish."""
     check_options(engine, workers, batch_size, address)
     if not tasks:
         return iter(())
     batches = [list(tasks[i : i + batch_size]) for i in range(0, len(tasks), batch_size)]
-    args = (batches, model.bundle, model.name, model.sha256, workers)
     if engine == "local":
         from .engine_local import run_batches
 
-        return run_batches(*args)
+        return run_batches(batches, job, workers)
     try:
         from .engine_ray import run_batches
     except ImportError as exc:
         raise UsageError(
             f"--engine ray needs Ray Data ({exc}): pip install 'leukedge[scale]'"
         ) from exc
-    return run_batches(*args, address=address)
+    return run_batches(batches, job, workers, address=address)
+
+
+def pipeline_job(model: Model) -> Job:
+    """The ``Job`` of ``leukedge score``: the station's pipeline on ``model``'s bundle."""
+    return Job(model.bundle, model.sha256, pipeline_scorer, TASK_COLUMNS)
+
+
+def run_paths(
+    paths: Sequence[str | Path],
+    job: Job,
+    engine: str = "local",
+    workers: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    address: str | None = None,
+) -> Iterator[list[dict]]:
+    """The records of ``job`` on the files ``paths`` (each once, as absolute paths, slides
+    their folders: ``field_refs``), batch by batch as they finish: how ``leukedge eval``
+    runs a large labelled set on many cores or a Ray cluster."""
+    tasks = [Task(r.path, r.slide) for r in field_refs(paths)]
+    return run_engine(engine, tasks, job, workers, batch_size, address)
 
 
 def slide_summary(rows: Sequence[dict], model: Model) -> dict:
@@ -131,7 +151,7 @@ def score_archive(
     if progress is not None:
         progress(0, len(tasks))
     t0 = time.perf_counter()
-    for records in run_engine(engine, tasks, net, workers, batch_size, address):
+    for records in run_engine(engine, tasks, pipeline_job(net), workers, batch_size, address):
         new = [r for r in records if not r["skipped"]]
         store.write(new)
         scored, skipped = scored + len(new), skipped + len(records) - len(new)
@@ -158,13 +178,10 @@ def score_paths(
     address: str | None = None,
 ) -> list[dict]:
     """Decoded rows (``rows.decode``) of ``paths``, in their order, scored in memory by an
-    engine: the way to run a large labelled set (``leukedge eval``) on many cores or a
-    Ray cluster. Slides are the paths' folders (``field_refs``)."""
+    engine with the station's pipeline. Slides are the paths' folders (``field_refs``)."""
     check_options(engine, workers, batch_size, address)
-    refs = field_refs(paths)
     net = load_model(model)
-    tasks = [Task(r.path, r.slide) for r in refs]
     found = {}
-    for records in run_engine(engine, tasks, net, workers, batch_size, address):
+    for records in run_paths(paths, pipeline_job(net), engine, workers, batch_size, address):
         found.update((r["path"], decode(r)) for r in records)
     return [found[os.path.abspath(Path(p).expanduser())] for p in paths]

@@ -39,12 +39,12 @@ def _pyarrow():
     return pyarrow
 
 
-def arrow_schema():
-    """The rows' ``pyarrow.Schema`` (``COLUMNS``)."""
+def arrow_schema(columns: dict[str, str] = COLUMNS):
+    """The ``pyarrow.Schema`` of records with ``columns`` (name -> type, as ``COLUMNS``)."""
     pa = _pyarrow()
     types = {"string": pa.string(), "float64": pa.float64(), "bool": pa.bool_()}
     types |= {"int64": pa.int64(), "list<string>": pa.list_(pa.string())}
-    return pa.schema([(name, types[kind]) for name, kind in COLUMNS.items()])
+    return pa.schema([(name, types[kind]) for name, kind in columns.items()])
 
 
 def _atomic(path: Path, write) -> None:
