@@ -79,6 +79,30 @@ def test_mahalanobis_flags_a_shifted_cluster_and_passes_the_training_one():
     np.testing.assert_allclose(stats.distances(3 * test), stats.distances(test), rtol=1e-4)
 
 
+def test_held_out_distances_score_each_training_field_without_its_fold():
+    from leukedge.export.trust import SplitOutputs, held_out_distances
+
+    rng = np.random.default_rng(1)
+    dim, classes = 24, 2
+    means = rng.normal(0, 3, (classes, dim))
+    mix = rng.normal(size=(dim, dim)) * np.linspace(0.4, 0.01, dim)[:, None]
+    f, y = _clusters(rng, 100, means, mix)
+    f[7] = means[y[7]] + rng.normal(0, 1.5, dim)  # one odd field in the training set ...
+    f[8], y[8] = f[7], y[7]  # ... with a copy, which must be held out with it
+    groups = np.arange(len(y))
+    groups[8] = groups[7]
+    train = SplitOutputs(np.zeros((len(y), classes), np.float32), f, y)
+    held = held_out_distances(train, groups, classes, axes=6)
+    in_sample = fit_feature_stats(f, y, classes, k=6).distances(f)
+    leaked = held_out_distances(train, np.arange(len(y)), classes, axes=6)  # copies apart
+    # Fitted with it, the odd field lies closer than held out; its copy in the fit hides it.
+    assert held[7] > 1.25 * in_sample[7] and held[8] == pytest.approx(held[7], rel=1e-5)
+    assert held[7] > 1.1 * leaked[7]
+    assert held[7] >= np.percentile(held, 99)
+    # Ordinary fields move little.
+    assert np.median(held / in_sample) < 1.2
+
+
 def test_feature_stats_round_trip_through_json():
     rng = np.random.default_rng(0)
     f = rng.normal(size=(200, 16)).astype(np.float32)
@@ -191,6 +215,7 @@ def test_add_trust_writes_figures_the_model_uses(tmp_path):
     before = load_model(folder, self_test=False).predict(np.full((32, 32, 3), 120, np.uint8))
     report = add_trust(folder, split)
     assert report["val_n"] == 16 and report["feature_dim"] == 3
+    assert 0 <= report["train_out_of_fold_flagged"] <= 0.1
     model = load_model(folder, self_test=False)  # SHA-256s re-stamped
     assert model.notes == () and model.feature_stats.n == 32
     after = model.predict(np.full((32, 32, 3), 120, np.uint8))

@@ -19,7 +19,15 @@ from leukedge.edge.model import load_model
 from leukedge.edge.phash import perceptual_hash
 from leukedge.edge.pipeline import REASONS, FieldPipeline
 from leukedge.edge.quality import quality_reference
-from leukedge.edge.scale import DEFAULT_SCALE, cell_diameter, scale_reference, tiles
+from leukedge.edge.scale import (
+    DEFAULT_SCALE,
+    cell_diameter,
+    check_scale,
+    measure_cells,
+    parse_scale_reference,
+    scale_reference,
+    tiles,
+)
 from leukedge.edge.slide import REFER_FLAGGED, SlideTally
 from leukedge.edge.sources import Frame
 from leukedge.edge.synth import synth_field
@@ -129,6 +137,23 @@ def test_cell_diameter_follows_magnification():
     assert 14 < d < 30
     assert cell_diameter(big) == pytest.approx(2 * d, rel=0.15)
     assert np.isnan(cell_diameter(np.full((224, 224, 3), 230, np.uint8)))
+
+
+def test_texture_ruler_follows_magnification_and_flags_below_its_band():
+    rgb = CLEAN[1]
+    t = measure_cells(rgb).texture
+    big = cv2.resize(rgb, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    assert measure_cells(big).texture == pytest.approx(2 * t, rel=0.2)
+    assert measure_cells(tiled_downscaled(rgb)).texture < 0.7 * t
+    # A frame the mask ruler passes is still flagged when the texture ruler is under its band.
+    ref = {**DEFAULT_SCALE, "band_px": [1.0, 500.0], "diameter_px": 20.0}
+    assert check_scale(rgb, {**ref, "texture_min_px": 0.5 * t}).reason is None
+    assert check_scale(rgb, {**ref, "texture_min_px": 1.5 * t}).reason == "scale"
+    # Figures made before the texture ruler: the mask ruler alone, and a note says so.
+    old = {k: v for k, v in DEFAULT_SCALE.items() if k != "texture_min_px"}
+    ref, note = parse_scale_reference({"trust": {"scale": old}}, "m.json")
+    assert ref is old and "m.json" in note and "texture_min_px" in note
+    assert check_scale(tiled_downscaled(rgb), {**old, "band_px": [1.0, 500.0]}).reason is None
 
 
 def test_tiles_cover_the_frame():

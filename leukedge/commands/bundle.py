@@ -51,6 +51,7 @@ def add_trust(
         ("feature dimensions", str(report["feature_dim"])),
         ("feature distance threshold", f"{report['feature_threshold']:.2f}"),
         ("validation fields flagged by it", f"{report['val_flagged']:.2%}"),
+        ("training fields flagged, out of fold", f"{report['train_out_of_fold_flagged']:.2%}"),
         (f"temperature (fitted on {report['calibration_n']})", f"{report['temperature']:.3f}"),
         ("ECE before / after", f"{report['ece_before']:.4f} / {report['ece_after']:.4f}"),
         (

@@ -12,7 +12,8 @@ the same validation flag rate). The covariance of D = 1280 features is kept comp
 probabilistic PCA: its ``k`` leading axes with their variances, and one variance for the
 rest of the space, so the score still sees a feature vector that leaves the training
 fields' subspace. Means and statistics come from the training fields through the bundle's
-preprocessing; the threshold is a high percentile of the validation fields' distances.
+preprocessing; the threshold is a high percentile of held-out fields' distances
+(``leukedge.export.trust``).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class FeatureStats:
         return dist > self.threshold, dist
 
     def with_threshold(self, distances: np.ndarray, percentile: float) -> FeatureStats:
-        """These statistics with the threshold at ``percentile`` of (validation) distances."""
+        """These statistics with the threshold at ``percentile`` of held-out distances."""
         t = float(np.percentile(np.asarray(distances, np.float64), percentile))
         return FeatureStats(self.means, self.axes, self.variances, self.residual, t,
                             percentile, self.n)  # fmt: skip

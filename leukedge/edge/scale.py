@@ -14,6 +14,15 @@ centre):
    (a disc of diameter d peaks at sigma = d / (2 sqrt 2)). Red cells outnumber every other
    object, so this is their diameter.
 
+Where cells crowd, the mask merges touching cells into larger objects, and more so at a lower
+magnification, where the gaps between them shrink below a pixel. So a frame is judged at a lower
+magnification on a second ruler too, ``texture``: the scale at which the same energy of the
+grey image itself (the green channel's darkness, no threshold) is largest. Grey levels keep the
+pale lines between touching cells that a threshold loses; its spread over the training fields is
+no smaller, but its errors are not the mask's, so a frame under either ruler's training band is
+flagged (on the training and validation fields of the Taleqani set, with each ruler's band at
+its 0.5th percentile: 6% of 0.5x frames pass the mask ruler alone, under 1% both).
+
 Frames larger than ``WORK_SIDE`` are measured on a downscaled copy, and again on a central crop
 at a finer resolution when the cells turn out small on that copy.
 
@@ -74,9 +83,11 @@ MAX_TILES = 9
 #: Built-in figures for bundles without ``trust.scale``: measured with ``scale_reference`` on the
 #: training fields of the Taleqani set (224 x 224 px; ``leukedge data split``, seed 0).
 DEFAULT_SCALE = {
-    "statistic": "typical red-cell diameter (px), granulometry of the stained mask",
+    "statistic": "typical red-cell diameter (px), granulometry of the stained mask; texture: "
+    "the scale of the grey image's strongest blobs",
     "diameter_px": 17.97,
     "band_px": [12.55, 53.27],
+    "texture_min_px": 14.28,
     "field_px": 224,
     "n": 0,
 }
@@ -141,30 +152,47 @@ def stained_mask(rgb: np.ndarray) -> np.ndarray:
     return fg if cv2.countNonZero(filled) > MAX_COVER * fg.size else filled
 
 
-def _granulometry_diameter(mask: np.ndarray) -> float:
-    """Typical object diameter (px) in a uint8 (H, W) 0/1 mask; NaN if none.
-
-    The spectrum is taken of the mask area-averaged by ``SPECTRUM_STEP`` (the objects keep
-    their size; only detail finer than any measurable cell is lost).
-    """
-    if not mask.any():
-        return float("nan")
-    h, w = mask.shape
+def _energy(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """(scale-normalised LoG energy float (len(SIGMAS),), k) of a float32 (H, W) image,
+    taken of the image area-averaged by k = ``SPECTRUM_STEP`` (objects keep their size; only
+    detail finer than any measurable cell is lost; k = 1 for a small image)."""
+    h, w = image.shape
     k = SPECTRUM_STEP if min(h, w) >= SPECTRUM_STEP * MIN_SIDE_PX else 1
-    m = cv2.resize(mask.astype(np.float32), (w // k, h // k), interpolation=cv2.INTER_AREA)
+    m = cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)
     win, bins, weights = _spectral_weights(*m.shape)
     power = _power((m - np.float32(m.mean())) * win)
-    e = weights @ np.bincount(bins, power.ravel(), minlength=weights.shape[1])
-    peaks = np.flatnonzero(
-        (e[1:-1] >= e[:-2]) & (e[1:-1] > e[2:]) & (e[1:-1] >= PEAK_SHARE * e.max())
-    )
-    if len(peaks) == 0:
-        return float("nan")
-    i = int(peaks[0]) + 1
-    lo, mid, hi = np.log(e[i - 1 : i + 2])
+    return weights @ np.bincount(bins, power.ravel(), minlength=weights.shape[1]), k
+
+
+def _peak_diameter(e: np.ndarray, i: int, k: int) -> float:
+    """The diameter (px) of the energy ``e``'s peak at scale index ``i`` (0 < i < last),
+    refined by a parabola through its neighbours in log scale, for an image shrunk by k."""
+    lo, mid, hi = np.log(np.maximum(e[i - 1 : i + 2], 1e-30))
     offset = 0.5 * (lo - hi) / (lo - 2 * mid + hi) if lo - 2 * mid + hi < 0 else 0.0
     step = np.log(SIGMAS[1] / SIGMAS[0])
     return float(SIGMAS[i] * np.exp(offset * step) * 2 * np.sqrt(2)) * k
+
+
+def _granulometry_diameter(mask: np.ndarray) -> float:
+    """Typical object diameter (px) in a uint8 (H, W) 0/1 mask: its energy's smallest local
+    maximum holding ``PEAK_SHARE`` of the largest; NaN if none."""
+    if not mask.any():
+        return float("nan")
+    e, k = _energy(mask.astype(np.float32))
+    peaks = np.flatnonzero(
+        (e[1:-1] >= e[:-2]) & (e[1:-1] > e[2:]) & (e[1:-1] >= PEAK_SHARE * e.max())
+    )
+    return float("nan") if len(peaks) == 0 else _peak_diameter(e, int(peaks[0]) + 1, k)
+
+
+def _texture_diameter(rgb: np.ndarray) -> float:
+    """The diameter (px) at which the energy of an RGB uint8 (H, W, 3) image's green-channel
+    darkness is largest (module doc); NaN for a flat image."""
+    dark = np.float32(255) - cv2.extractChannel(rgb, 1).astype(np.float32)
+    e, k = _energy(dark)
+    if not e.max() > 0:
+        return float("nan")
+    return _peak_diameter(e, int(np.clip(np.argmax(e), 1, len(e) - 2)), k)
 
 
 def _shrunk(rgb: np.ndarray, k: int) -> np.ndarray:
@@ -175,44 +203,59 @@ def _shrunk(rgb: np.ndarray, k: int) -> np.ndarray:
     return cv2.resize(rgb, (max(1, w // k), max(1, h // k)), interpolation=cv2.INTER_AREA)
 
 
-def measure_cells(rgb: np.ndarray) -> tuple[float, float]:
-    """(typical red-cell diameter in px, share of stained pixels) of an RGB uint8 (H, W, 3)
-    frame (module doc). The diameter is NaN when it cannot be measured: a frame under
-    ``MIN_SIDE_PX``, no stained objects, or objects too small to resolve."""
+@dataclass(frozen=True)
+class CellMeasures:
+    """The rulers of one frame (module doc), in the frame's pixels: ``diameter`` (red cells,
+    from the stained mask) and ``texture`` (the grey image's blob scale), NaN when not
+    measurable; ``stained``: the share of stained pixels."""
+
+    diameter: float
+    texture: float
+    stained: float
+
+
+def measure_cells(rgb: np.ndarray) -> CellMeasures:
+    """The rulers of an RGB uint8 (H, W, 3) frame (module doc). The diameter is NaN when it
+    cannot be measured: a frame under ``MIN_SIDE_PX``, no stained objects, or objects too
+    small to resolve; both rulers read the same (shrunk, or centrally cropped) image."""
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE_PX:
-        return float("nan"), float("nan")
+        return CellMeasures(float("nan"), float("nan"), float("nan"))
     k = max(1, int(np.ceil(max(h, w) / WORK_SIDE)))
-    mask = stained_mask(_shrunk(rgb, k))
+    work = _shrunk(rgb, k)
+    mask = stained_mask(work)
     stained = cv2.countNonZero(mask) / mask.size
     d = _granulometry_diameter(mask) * k
     if k > 1 and d / k < FINE_PX:
         k = max(1, int(d // (2 * FINE_PX)))
         side = WORK_SIDE * k
         top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
-        crop = _shrunk(rgb[top : top + side, left : left + side], k)
-        d = _granulometry_diameter(stained_mask(crop)) * k
-    return d, stained
+        work = _shrunk(rgb[top : top + side, left : left + side], k)
+        d = _granulometry_diameter(stained_mask(work)) * k
+    return CellMeasures(d, _texture_diameter(work) * k, stained)
 
 
 def cell_diameter(rgb: np.ndarray) -> float:
     """Typical red-cell diameter in pixels of an RGB uint8 (H, W, 3) frame; NaN if
     unmeasurable (``measure_cells``)."""
-    return measure_cells(rgb)[0]
+    return measure_cells(rgb).diameter
 
 
 def scale_reference(fields) -> dict:
     """The manifest's ``trust.scale`` from training fields (RGB uint8 (H, W, 3) each).
 
     ``diameter_px`` is the median red-cell diameter, ``band_px`` the range left as it is
-    (0.5th percentile to 99.5th widened by ``BAND_MARGIN``), ``field_px`` the median short
-    side of the fields.
+    (0.5th percentile to 99.5th widened by ``BAND_MARGIN``), ``texture_min_px`` the 0.5th
+    percentile of the texture ruler (under it a frame is at a lower magnification),
+    ``field_px`` the median short side of the fields.
     """
-    d, sides = [], []
+    d, texture, sides = [], [], []
     for f in fields:
-        d.append(cell_diameter(f))
+        m = measure_cells(f)
+        d.append(m.diameter)
+        texture.append(m.texture)
         sides.append(min(f.shape[:2]))
-    d = np.asarray(d)
+    d, texture = np.asarray(d), np.asarray(texture)
     ok = d[np.isfinite(d)]
     if len(ok) == 0:
         raise DataError("no field with measurable red cells; cannot compute trust.scale")
@@ -221,6 +264,7 @@ def scale_reference(fields) -> dict:
         "statistic": DEFAULT_SCALE["statistic"],
         "diameter_px": round(float(np.median(ok)), 2),
         "band_px": [round(float(lo), 2), round(float(hi * BAND_MARGIN), 2)],
+        "texture_min_px": round(float(np.quantile(texture[np.isfinite(texture)], 0.005)), 2),
         "field_px": int(np.median(sides)),
         "n": int(len(d)),
         "unmeasured": int(len(d) - len(ok)),
@@ -240,13 +284,19 @@ def parse_scale_reference(manifest: dict, where: str = "leukedge.json") -> tuple
         d = float(ref["diameter_px"])
         lo, hi = (float(v) for v in ref["band_px"])
         field = int(ref["field_px"])
+        texture = float(ref.get("texture_min_px", 0.0))
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(
             f"{where}: trust.scale needs diameter_px, band_px [lo, hi] and field_px ({exc}); "
             "recompute it with 'leukedge bundle add-trust'"
         ) from exc
-    if not (0 < lo <= d <= hi and field > 0):
+    if not (0 < lo <= d <= hi and field > 0 and texture >= 0):
         raise BundleError(f"{where}: trust.scale is inconsistent (need 0 < lo <= diameter <= hi)")
+    if "texture_min_px" not in ref:  # made before the texture ruler: the mask ruler alone
+        return ref, (
+            f"{where}: trust.scale has no texture_min_px; lower magnifications are judged on "
+            "the red-cell mask alone (add it with 'leukedge bundle add-trust')"
+        )
     return ref, None
 
 
@@ -257,13 +307,14 @@ class ScaleCheck:
     ``diameter`` is the measured red-cell diameter (px, NaN if unmeasured), ``factor`` the
     frame's pixels per training pixel applied by ``normalise`` (1.0: left as it is),
     ``reason`` is ``"scale"`` or ``"too-small"`` when the frame cannot be brought to the
-    training scale, else None; ``stained`` is the share of stained pixels (``measure_cells``).
+    training scale, else None; ``texture`` and ``stained`` as ``measure_cells`` gives them.
     """
 
     diameter: float
     factor: float
     reason: str | None = None
     stained: float = float("nan")
+    texture: float = float("nan")
 
 
 def check_scale(rgb: np.ndarray, ref: dict) -> ScaleCheck:
@@ -271,14 +322,15 @@ def check_scale(rgb: np.ndarray, ref: dict) -> ScaleCheck:
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE_PX:
         return ScaleCheck(float("nan"), 1.0, "too-small")
-    d, stained = measure_cells(rgb)
+    m = measure_cells(rgb)
+    d, texture, stained = m.diameter, m.texture, m.stained
     lo, hi = ref["band_px"]
-    if not np.isfinite(d) or d < lo:
-        return ScaleCheck(d, 1.0, "scale", stained)
+    if not np.isfinite(d) or d < lo or texture < float(ref.get("texture_min_px", 0.0)):
+        return ScaleCheck(d, 1.0, "scale", stained, texture)
     factor = 1.0 if d <= hi else d / float(ref["diameter_px"])
     if min(h, w) / factor < MIN_FIELD_SHARE * float(ref["field_px"]):
-        return ScaleCheck(d, factor, "scale" if factor > 1.0 else "too-small", stained)
-    return ScaleCheck(d, factor, None, stained)
+        return ScaleCheck(d, factor, "scale" if factor > 1.0 else "too-small", stained, texture)
+    return ScaleCheck(d, factor, None, stained, texture)
 
 
 def normalise(rgb: np.ndarray, factor: float) -> np.ndarray:
