@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukedge.edge.preprocess import Preprocess, model_view, prepare, resize_crop
+from leukedge.edge.backends import IntegerInput
+from leukedge.edge.preprocess import (
+    Preprocess,
+    integer_lut,
+    lut_view,
+    model_view,
+    prepare,
+    resize_crop,
+    scale_view,
+)
 from leukedge.edge.synth import synth_field
 
 
@@ -93,3 +102,36 @@ def test_prepare_layout_and_scaling(field):
     with pytest.raises(ValueError, match="input mode"):
         Preprocess(input_mode="crop")
     assert Preprocess.from_dict(Preprocess(size=96).to_dict() | {"extra": 1}).size == 96
+
+
+YOLO = Preprocess(input_mode="field", size=64)
+MOBILENET = Preprocess(input_mode="field", size=64, layout="NHWC", scale=1 / 127.5, offset=-1)
+
+
+@pytest.mark.parametrize(
+    "spec, q",
+    [(YOLO, IntegerInput(np.dtype(np.uint8), 1 / 255, 0, "NHWC", "NCHW", True)),
+     (YOLO, IntegerInput(np.dtype(np.int8), 1 / 255, -128, "NCHW", "NCHW", True)),
+     (MOBILENET, IntegerInput(np.dtype(np.int8), 0.007843137718737125, -1, "NHWC", "NHWC", False)),
+     (MOBILENET, IntegerInput(np.dtype(np.uint8), 0.0123, 7, "NHWC", "NHWC", True))],
+)  # fmt: skip
+def test_the_pixel_table_gives_exactly_the_quantized_float_input(spec, q):
+    """Looking pixels up in ``integer_lut``'s table is bit-identical to scaling them to float
+    and quantizing that, in the layout the model file takes."""
+    views = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    views[0, :4] = np.arange(256, dtype=np.uint8).reshape(4, 64)[..., None]  # every value
+    lut = integer_lut(spec, q.quantize)
+    assert lut.shape == (256,) and lut.dtype == q.dtype
+    got = lut_view(views, lut, q.layout)
+    want = q.from_float(scale_view(views, spec))
+    assert got.dtype == want.dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+
+
+def test_an_identity_table_passes_the_pixels_through():
+    views = np.random.default_rng(2).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)
+    lut = integer_lut(
+        YOLO, IntegerInput(np.dtype(np.uint8), 1 / 255, 0, "NHWC", "NCHW", True).quantize
+    )
+    np.testing.assert_array_equal(lut, np.arange(256))
+    assert lut_view(views, lut, "NHWC") is views

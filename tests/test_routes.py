@@ -115,6 +115,7 @@ def test_add_onnx_route_to_a_copy_of_the_default(tmp_path, monkeypatch):
     shutil.copytree(MODELS_DIR / "default", bundle)
     entry = add_onnx_route(bundle)
     assert entry["file"] == X86_ROUTE["file"] and entry["quantization"]["activation"] == "uint8"
+    assert entry["input"]["dtype"] == "uint8" and entry["input"]["shape"] == [-1, 224, 224, 3]
     picked = load_model(bundle, threads=1)
     x86 = machine_name(platform.machine()) == "x86_64"
     assert picked.route.file == (X86_ROUTE["file"] if x86 else "model.onnx")
@@ -143,3 +144,60 @@ def test_the_shipped_default_runs_its_x86_route_with_the_same_outputs(monkeypatc
         a.label == b.label
         and max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) < 1e-3
     )
+
+
+def test_integer_input_takes_the_pixels_with_bit_identical_outputs(tmp_path):
+    """The route's QuantizeLinear on the input moved out: uint8 NHWC pixels in, every output
+    bit-identical to the float NCHW input it replaces, at any batch; a float batch is still
+    taken (quantized as the removed node did); a file without such an input is refused."""
+    onnx = pytest.importorskip("onnx")
+    from leukedge.edge.backends import INPUT_METADATA, open_backend
+    from leukedge.edge.model import MODELS_DIR
+    from leukedge.edge.preprocess import Preprocess, integer_lut, lut_view, scale_view
+    from leukedge.export.routes import integer_input, uint8_activations
+
+    floating = uint8_activations(MODELS_DIR / "default" / "model.onnx", tmp_path / "f.onnx")
+    pixels = integer_input(floating, tmp_path / "u8.onnx")
+    a, b = open_backend(floating, threads=1), open_backend(pixels, threads=1)
+    (q,) = b.integer_inputs
+    assert (q.dtype, q.zero_point, q.layout) == (np.uint8, 0, "NHWC")
+    assert b.input_shape == (-1, 224, 224, 3)
+    views = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    spec = Preprocess()
+    x = scale_view(views, spec)
+    ref = a.outputs(x)
+    got = b.outputs(lut_view(views, integer_lut(spec, q.quantize), q.layout))
+    for name in a.output_names:
+        np.testing.assert_array_equal(got[name], ref[name])
+        np.testing.assert_array_equal(b.outputs(x)[name], ref[name])
+    with pytest.raises(BundleError, match="takes float32 or uint8, got int16"):
+        b.outputs(views.astype(np.int16))
+    with pytest.raises(ValueError, match="no float input read only by a QuantizeLinear"):
+        integer_input(pixels, tmp_path / "again.onnx")
+    model = onnx.load(pixels)
+    kept = [p for p in model.metadata_props if p.key != INPUT_METADATA]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, tmp_path / "bare.onnx")
+    with pytest.raises(BundleError, match="does not say how pixels become it"):
+        open_backend(tmp_path / "bare.onnx")
+
+
+def test_the_shipped_route_is_fed_pixels_bit_identical_to_the_float_path(monkeypatch):
+    """The station gives the shipped x86 route its uint8 pixels (and MobileNetV2 its int8
+    input) straight from the view; outputs equal feeding the float input."""
+    from leukedge.edge.model import load_model
+    from leukedge.edge.preprocess import prepare
+    from leukedge.edge.synth import synth_field
+
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    fields = [synth_field(c, seed=2)[0] for c in ("Pro", "Benign")]
+    for name, route, dtype in (("default", "model-u8s8.onnx", np.uint8),
+                               ("mobilenetv2", None, np.int8)):  # fmt: skip
+        model = load_model(name, threads=1, route=route)
+        batch = model.prepare_batch(fields)
+        assert batch.dtype == dtype
+        floats = np.stack([prepare(f, model.preprocess) for f in fields])
+        got, want = model.outputs(batch), model.outputs(floats)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])

@@ -36,15 +36,13 @@ def _bundle(p: dict):
 
     from ..edge.imageio import read_field
     from ..edge.model import load_model
-    from ..edge.preprocess import prepare
 
     cv2.setNumThreads(p["threads"])
     model = load_model(p["path"], p["backend"], p["threads"], route=p.get("route"))
     field = read_field(p["field"])
     model.predict(field)
     cold = time.time() - p["spawned"]
-    xs = [prepare(field, spec)[None] for spec in model.input_specs]
-    x = xs[0] if len(xs) == 1 else xs
+    x = model.prepare_batch([field])  # the input the model file takes (integers for INT8 ones)
     return cold, lambda: model.probabilities(x), lambda: model.predict(field)
 
 

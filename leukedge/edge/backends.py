@@ -1,16 +1,23 @@
 """Inference backends: ONNX Runtime and LiteRT (falling back to tflite-runtime).
 
-Each backend takes a float32 batch in the model's own layout (a list of them,
-in the model's input order, for a multi-input model; ``input_names`` lists that
-order). ``outputs`` returns every model output, name -> float32 (N, ...), in one
-inference (``output_names`` lists them in the file's order); ``run`` returns the
-first (the class scores). Integer-quantized inputs and outputs are (de)quantized
-here with the model's own scale and zero point.
+Each backend takes a batch per model input (a list of them, in the model's input order,
+for a multi-input model; ``input_names`` lists that order): float32 in the layout of the
+float input the model was exported with, or, for an input that takes integers
+(``integer_inputs``), those integers themselves, which is cheaper
+(``leukedge.edge.preprocess.integer_lut`` makes them from pixels without a float copy).
+A float batch for an integer input is quantized here exactly as the runtime's own first
+step would: LiteRT files carry their input's scale and zero point; an ONNX file whose
+QuantizeLinear on the input was moved out (``leukedge.export.routes.integer_input``) says
+what it was in its ``leukedge.input`` metadata. ``outputs`` returns every model output,
+name -> float32 (N, ...), in one inference (``output_names`` lists them in the file's
+order); ``run`` returns the first (the class scores). Integer outputs are dequantized here.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +41,102 @@ def available_backends() -> list[str]:
     return found
 
 
-def _input_list(x: np.ndarray | Sequence[np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
-    """One contiguous float32 batch per model input."""
+#: ONNX metadata key of the integer inputs of a file made by ``export.routes.integer_input``.
+INPUT_METADATA = "leukedge.input"
+
+
+@dataclass(frozen=True)
+class IntegerInput:
+    """A model input that takes integers (``dtype``) where the model was exported with a float
+    input, and how a float value becomes one: ``round(x / scale) + zero_point`` (ONNX
+    QuantizeLinear, ``shift_after_rounding``) or ``round(x / scale + zero_point)`` (how this
+    module has always fed LiteRT), ties to even, clipped to ``dtype``. ``layout`` is the
+    file's ("NCHW" or "NHWC"), ``float_layout`` the float input's it replaces: an ONNX route
+    takes NHWC pixels because ONNX Runtime's INT8 convolutions transpose to NHWC first."""
+
+    dtype: np.dtype
+    scale: float
+    zero_point: int
+    layout: str
+    float_layout: str
+    shift_after_rounding: bool
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """float32 values -> ``dtype`` values, elementwise (no layout change)."""
+        info = np.iinfo(self.dtype)
+        if self.shift_after_rounding:
+            y = np.rint(x / np.float32(self.scale)) + np.float32(self.zero_point)
+        else:
+            y = np.round(x / self.scale + self.zero_point)
+        return np.clip(y, info.min, info.max).astype(self.dtype)
+
+    def from_float(self, x: np.ndarray) -> np.ndarray:
+        """float32 batch in ``float_layout`` -> the contiguous ``dtype`` batch in ``layout``."""
+        q = self.quantize(x)
+        if self.layout != self.float_layout:
+            q = np.moveaxis(q, -3, -1) if self.layout == "NHWC" else np.moveaxis(q, -1, -3)
+        return np.ascontiguousarray(q)
+
+
+def _feeds(
+    x: np.ndarray | Sequence[np.ndarray],
+    names: Sequence[str],
+    integer: Sequence[IntegerInput | None],
+) -> list[np.ndarray]:
+    """One contiguous batch per model input, of the type it takes: float32, or an integer
+    input's ``dtype`` (passed as it is, or quantized from float32)."""
     xs = [x] if isinstance(x, np.ndarray) else list(x)
     if len(xs) != len(names):
         raise BundleError(f"the model takes {len(names)} input(s) {list(names)}, got {len(xs)}")
-    return [np.ascontiguousarray(a, np.float32) for a in xs]
+    feeds = []
+    for a, name, q in zip(xs, names, integer):
+        if q is None:
+            feeds.append(np.ascontiguousarray(a, np.float32))
+        elif a.dtype == q.dtype:
+            feeds.append(np.ascontiguousarray(a))
+        elif a.dtype.kind == "f":
+            feeds.append(q.from_float(np.ascontiguousarray(a, np.float32)))
+        else:
+            raise BundleError(
+                f"model input {name!r} takes float32 or {np.dtype(q.dtype).name}, got {a.dtype}"
+            )
+    return feeds
+
+
+_ORT_INTEGER_TYPES = {"tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+
+
+def _onnx_integer_inputs(path: Path, inputs, metadata: dict) -> list[IntegerInput | None]:
+    """Each ONNX input's ``IntegerInput`` (None for a float one), from ``leukedge.input``."""
+    try:
+        described = json.loads(metadata.get(INPUT_METADATA, "{}"))
+    except ValueError as exc:
+        raise BundleError(f"{path}: unreadable {INPUT_METADATA} metadata ({exc})") from exc
+    found = []
+    for inp in inputs:
+        dtype = _ORT_INTEGER_TYPES.get(inp.type)
+        if dtype is None:
+            found.append(None)
+            continue
+        d = described.get(inp.name) if isinstance(described, dict) else None
+        try:
+            found.append(
+                IntegerInput(
+                    np.dtype(dtype),
+                    float(d["scale"]),
+                    int(d["zero_point"]),
+                    str(d["layout"]),
+                    str(d["float_layout"]),
+                    shift_after_rounding=True,
+                )
+            )
+        except (TypeError, KeyError, ValueError) as exc:
+            raise BundleError(
+                f"{path}: input {inp.name!r} takes {inp.type} but the file's {INPUT_METADATA} "
+                "metadata does not say how pixels become it; re-make it with "
+                "leukedge bundle add-route"
+            ) from exc
+    return found
 
 
 class OnnxRuntimeBackend:
@@ -57,14 +154,19 @@ class OnnxRuntimeBackend:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         inputs = self.session.get_inputs()
         self.input_names = [i.name for i in inputs]
-        self.input_shape = tuple(d if isinstance(d, int) else -1 for d in inputs[0].shape)
+        self.input_shapes = [
+            tuple(d if isinstance(d, int) else -1 for d in i.shape) for i in inputs
+        ]
+        self.input_shape = self.input_shapes[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        #: Per input: how it takes integers (None: float32).
+        self.integer_inputs = _onnx_integer_inputs(Path(path), inputs, self.metadata)
 
     def outputs(self, x: np.ndarray | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """float32 (N, ...) batch(es) -> {output name: float32 (N, ...)}; a fixed batch-1 model
+        """Batch(es) (N, ...) -> {output name: float32 (N, ...)}; a fixed batch-1 model
         runs row by row."""
-        xs = _input_list(x, self.input_names)
+        xs = _feeds(x, self.input_names, self.integer_inputs)
         if self.input_shape[0] == 1 and len(xs[0]) != 1:
             rows = [self.outputs([a[i : i + 1] for a in xs]) for i in range(len(xs[0]))]
             return {k: np.concatenate([r[k] for r in rows]) for k in self.output_names}
@@ -72,7 +174,7 @@ class OnnxRuntimeBackend:
         return {k: np.asarray(y, np.float32) for k, y in zip(self.output_names, ys)}
 
     def run(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """float32 (N, ...) batch(es) -> float32 (N, C): the first output."""
+        """Batch(es) (N, ...) -> float32 (N, C): the first output."""
         return self.outputs(x)[self.output_names[0]]
 
 
@@ -100,9 +202,12 @@ class LiteRTBackend:
         self.interpreter.allocate_tensors()
         self._details()
         self.input_names = [d["name"] for d in self._inps]
-        self.input_shape = tuple(int(d) for d in self._inps[0]["shape"])
+        self.input_shapes = [tuple(int(d) for d in i["shape"]) for i in self._inps]
+        self.input_shape = self.input_shapes[0]
         self.output_names = [d["name"] for d in self._outs]
         self._batch = self.input_shape[0]
+        #: Per input: how it takes integers (None: float32); no layout change in LiteRT.
+        self.integer_inputs = [_tflite_integer_input(d) for d in self._inps]
 
     def _details(self) -> None:
         self._inps = self.interpreter.get_input_details()
@@ -116,23 +221,28 @@ class LiteRTBackend:
             self._details()
             self._batch = xs[0].shape[0]
         for inp, x in zip(self._inps, xs):
-            dtype = inp["dtype"]
-            if dtype != np.float32:
-                scale, zero = inp["quantization"]
-                info = np.iinfo(dtype)
-                x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
             self.interpreter.set_tensor(inp["index"], x)
         self.interpreter.invoke()
         get = self.interpreter.get_tensor
         return {out["name"]: _dequantize(get(out["index"]), out) for out in self._outs}
 
     def outputs(self, x: np.ndarray | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """float32 (N, ...) batch(es) -> {output name: float32 (N, ...)}."""
-        return self._invoke(_input_list(x, self.input_names))
+        """Batch(es) (N, ...) -> {output name: float32 (N, ...)}."""
+        return self._invoke(_feeds(x, self.input_names, self.integer_inputs))
 
     def run(self, x: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """float32 (N, ...) batch(es) -> float32 (N, C): the first output."""
+        """Batch(es) (N, ...) -> float32 (N, C): the first output."""
         return self.outputs(x)[self.output_names[0]]
+
+
+def _tflite_integer_input(detail: dict) -> IntegerInput | None:
+    """A LiteRT input's ``IntegerInput`` from its quantization (None for a float input)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind not in "iu":
+        return None
+    scale, zero = detail["quantization"]
+    layout = "NHWC" if int(detail["shape"][-1]) in (1, 3) else "NCHW"
+    return IntegerInput(dtype, scale, zero, layout, layout, shift_after_rounding=False)
 
 
 def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:

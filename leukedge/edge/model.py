@@ -14,7 +14,7 @@ from .bundle import MANIFEST, BundleError, check_model_file, read_manifest, veri
 from .calibration import Calibration
 from .features import FeatureStats
 from .imageio import check_field
-from .preprocess import Preprocess, prepare
+from .preprocess import Preprocess, integer_lut, lut_view, scale_view, view
 from .routes import choose_route
 from .selftest import check_self_test
 
@@ -103,6 +103,12 @@ class Model:
         if self.sha256 is None:
             raise BundleError(f"{model_file}: not listed in the manifest's files; refusing it")
         self.backend = open_backend(model_file, backend, threads)
+        #: Per model input: the table from pixel values to the integers it takes (None: it
+        #: takes float32), ``preprocess.integer_lut``.
+        self.input_luts = [
+            None if q is None else integer_lut(spec, q.quantize)
+            for spec, q in zip(self.input_specs, self.backend.integer_inputs)
+        ]
         self.output = manifest["model"].get("output", "probabilities")
         named = manifest["model"].get("outputs") or {}
         self.output_names = {"probabilities": self.backend.output_names[0], **named}
@@ -143,7 +149,8 @@ class Model:
         return self.manifest.get("name", self.bundle.name)
 
     def outputs(self, batch: np.ndarray | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """float32 (N, ...) preprocessed batch (a list of them for a multi-input model) ->
+        """Preprocessed batch (N, ...) (a list of them for a multi-input model): float32 as
+        ``preprocess.scale_view`` gives it, or the model file's own input (``encode``) ->
         {"probabilities": float32 (N, C) as the model file gives them (before temperature),
         "features": float32 (N, D) when the model has a feature output}, one inference."""
         out = self.backend.outputs(batch)
@@ -163,19 +170,31 @@ class Model:
         return probs if self.calibration is None else self.calibration.apply(probs)
 
     def probabilities(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """float32 (N, ...) preprocessed batch(es) -> float32 (N, C) calibrated probabilities."""
+        """Preprocessed batch(es) (``outputs``) -> float32 (N, C) calibrated probabilities."""
         return self.calibrate(self.outputs(batch)["probabilities"])
 
+    def encode(self, views: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """uint8 (N, S, S, 3) model views (``preprocess.view``), one array per model input ->
+        each input's batch as the model file takes it: its integers (``input_luts``, in the
+        file's layout) or float32 (``preprocess.scale_view``)."""
+        return [
+            scale_view(v, spec) if lut is None else lut_view(v, lut, q.layout)
+            for v, spec, lut, q in zip(
+                views, self.input_specs, self.input_luts, self.backend.integer_inputs
+            )
+        ]
+
     def prepare_batch(self, fields: list[np.ndarray], masks=None):
-        """RGB uint8 fields -> the float32 (N, ...) model input (a list of them, one per model
-        input, for a multi-input model); ``masks`` (bool (H, W) each) feed the "mask" input
-        mode and the "masked" input (computed with the bundle's segmentation when not given)."""
+        """RGB uint8 fields -> the model input (N, ...) as ``encode`` gives it (a list of them,
+        one per model input, for a multi-input model); ``masks`` (bool (H, W) each) feed the
+        "mask" input mode and the "masked" input (computed with the bundle's segmentation when
+        not given)."""
         fields = [check_field(f) for f in fields]
         masks = masks if masks is not None else [None] * len(fields)
-        batches = [
-            np.stack([prepare(f, spec, m) for f, m in zip(fields, masks)])
-            for spec in self.input_specs
+        views = [
+            np.stack([view(f, spec, m) for f, m in zip(fields, masks)]) for spec in self.input_specs
         ]
+        batches = self.encode(views)
         return batches[0] if len(batches) == 1 else batches
 
     def predict_batch(self, fields: list[np.ndarray], masks=None) -> list[Prediction]:

@@ -14,10 +14,16 @@ The field is then resized so its shorter side is ``size`` and centre-cropped to
 ``size x size`` (what Ultralytics does for classification), and scaled as
 ``x * scale + offset`` in RGB order (Ultralytics: ``scale=1/255, offset=0``;
 MobileNetV2's own ``preprocess_input``: ``scale=1/127.5, offset=-1``).
+
+A model file whose input takes integers (an INT8 model's first step quantizes the scaled
+float input) gets them straight from the uint8 view: scaling and quantization act on
+each pixel value alone, so a 256-entry table (``integer_lut``) gives exactly the integers
+the float path would, without a float copy of the field (``lut_view``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -31,6 +37,7 @@ INPUT_MODES = ("field", "field-wb", "mask")
 WHITE_BALANCES = {"bright-median": white_balance, "local-max": flat_field}
 WHITE_POINTS = tuple(WHITE_BALANCES)
 DEFAULT_WHITE_POINT = WHITE_POINTS[0]
+_IDENTITY = np.arange(256, dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -105,11 +112,37 @@ def view(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) ->
     )
 
 
+def _scaled(img: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """uint8 array -> float32 ``x * scale + offset``, elementwise (same shape)."""
+    return img.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
+
+
+def _to_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """(..., S, S, 3) -> contiguous (..., 3, S, S) for "NCHW", as it is for "NHWC"."""
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3)) if layout == "NCHW" else x
+
+
 def scale_view(img: np.ndarray, spec: Preprocess) -> np.ndarray:
     """uint8 (..., S, S, 3) model view(s) -> float32 (..., 3, S, S) or (..., S, S, 3) model
     input(s): ``x * scale + offset`` in the layout ``spec`` says."""
-    x = img.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
-    return np.ascontiguousarray(np.moveaxis(x, -1, -3)) if spec.layout == "NCHW" else x
+    return _to_layout(_scaled(img, spec), spec.layout)
+
+
+def integer_lut(spec: Preprocess, quantize: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """(256,) integer model input of each pixel value: ``quantize`` (a runtime's float ->
+    integer step, elementwise) of what ``scale_view`` makes of it. Indexing it with a view
+    gives the same integers as quantizing ``scale_view`` of the view."""
+    return quantize(_scaled(np.arange(256, dtype=np.uint8), spec))
+
+
+def lut_view(img: np.ndarray, lut: np.ndarray, layout: str) -> np.ndarray:
+    """uint8 (N, S, S, 3) model views -> ``lut.dtype`` (N, 3, S, S) or (N, S, S, 3): each
+    pixel value looked up in ``integer_lut``'s table (skipped when it is the identity)."""
+    if not (lut.dtype == np.uint8 and np.array_equal(lut, _IDENTITY)):
+        table = lut.view(np.uint8) if lut.dtype == np.int8 else lut
+        flat = cv2.LUT(img.reshape(-1, img.shape[-2], img.shape[-1]), table)
+        img = flat.reshape(img.shape).view(lut.dtype)
+    return _to_layout(img, layout)
 
 
 def prepare(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) -> np.ndarray:

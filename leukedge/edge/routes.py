@@ -74,7 +74,7 @@ def parse_routes(manifest: dict, where: str) -> tuple[Route, ...]:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             raise BundleError(f"{where}: {key} must be an object with a file, got {entry!r}")
         if unknown := sorted(set(entry) - {"file", "machines", "features", "why", "precision",
-                                             "quantization", "format"}):  # fmt: skip
+                                             "quantization", "format", "input"}):  # fmt: skip
             raise BundleError(f"{where}: {key} has unknown key(s) {unknown}")
         file = entry["file"]
         if file not in manifest["files"]:

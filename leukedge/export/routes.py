@@ -9,14 +9,23 @@ QuantizeLinear/DequantizeLinear keeps its scale and gets zero point + 128: uint8
 on the same grid and clip range, so each quantized value, and so the outputs, stay as they
 were (``add_onnx_route`` checks it on the bundle's known answers). Reshape targets that
 fix batch 1 are made batch-agnostic, so batches run in one inference.
+
+``integer_input`` then moves the model's first step, QuantizeLinear of the float input
+(pixel / 255 for YOLO: exactly the pixel value), out to the station, which looks the
+integers up from the uint8 pixels (``leukedge.edge.preprocess.integer_lut``): no float copy
+of the field and no quantization pass in the runtime. The file takes them NHWC, the pixels'
+own layout: ONNX Runtime's INT8 convolutions run NHWC and transposed the NCHW input first,
+so the transpose this inserts cancels against that one and neither side transposes.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from leukedge.edge.backends import INPUT_METADATA
 from leukedge.edge.bundle import MANIFEST, read_manifest, write_manifest
 from leukedge.edge.model import resolve_bundle
 from leukedge.errors import UsageError
@@ -26,7 +35,7 @@ X86_ROUTE = {
     "file": "model-u8s8.onnx",
     "machines": ["x86_64"],
     "why": "uint8 activations: ONNX Runtime's x86-64 INT8 kernels (AVX2, VNNI) take them; "
-    "same arithmetic as model.file",
+    "uint8 NHWC pixels in; same arithmetic as model.file",
 }
 #: Largest difference allowed between the route file's outputs and ``model.file``'s: the
 #: rewrite keeps every quantized value, so only rounding in other kernels remains. Class
@@ -93,6 +102,84 @@ def uint8_activations(src: str | Path, dst: str | Path) -> Path:
     return dst
 
 
+def integer_input(src: str | Path, dst: str | Path, layout: str = "NHWC") -> Path:
+    """Write the QDQ ONNX ``src`` to ``dst`` with each float input that only a
+    QuantizeLinear (constant scale and zero point) reads replaced by that node's integer
+    output, taken in ``layout`` ("NHWC": a Transpose to the exported NCHW follows it; "NCHW":
+    as exported). The file's ``leukedge.input`` metadata records, per such input, the
+    quantization it moved out (``leukedge.edge.backends.IntegerInput``); ``ValueError`` when
+    no input qualifies."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    if layout not in ("NCHW", "NHWC"):
+        raise ValueError(f"unknown layout {layout!r}; choose NCHW or NHWC")
+    model = onnx.load(str(src))
+    graph = model.graph
+    init = {i.name: i for i in graph.initializer}
+    described = {}
+    for inp in graph.input:
+        tensor = inp.type.tensor_type
+        readers = [n for n in graph.node if inp.name in n.input]
+        if tensor.elem_type != onnx.TensorProto.FLOAT or len(readers) != 1:
+            continue
+        (quant,) = readers
+        if quant.op_type != "QuantizeLinear" or quant.input[0] != inp.name:
+            continue
+        if len(quant.input) < 3 or not all(name in init for name in quant.input[1:3]):
+            continue
+        scale, zero = (numpy_helper.to_array(init[name]) for name in quant.input[1:3])
+        if scale.size != 1 or zero.size != 1 or zero.dtype not in (np.uint8, np.int8):
+            continue
+        dims = tensor.shape.dim
+        if len(dims) != 4:
+            continue
+        fed = inp.name
+        index = list(graph.node).index(quant)
+        graph.node.remove(quant)
+        if layout == "NHWC":
+            fed = f"{inp.name}_nchw"
+            transpose = helper.make_node(
+                "Transpose", [inp.name], [fed], name=f"{inp.name}_nhwc_to_nchw", perm=[0, 3, 1, 2]
+            )
+            graph.node.insert(index, transpose)
+            order = [dims[i].SerializeToString() for i in (0, 2, 3, 1)]
+            for dim, data in zip(dims, order):
+                dim.ParseFromString(data)
+        for node in graph.node:
+            for i, name in enumerate(node.input):
+                if name == quant.output[0]:
+                    node.input[i] = fed
+        for out in graph.output:
+            if out.name == quant.output[0]:
+                raise ValueError(f"{src}: the quantized input {inp.name} is itself an output")
+        tensor.elem_type = helper.np_dtype_to_tensor_dtype(zero.dtype)
+        stale = [v for v in graph.value_info if v.name == quant.output[0]]
+        for v in stale:
+            graph.value_info.remove(v)
+        described[inp.name] = {
+            "dtype": zero.dtype.name,
+            "scale": float(scale.reshape(())),
+            "zero_point": int(zero.reshape(())),
+            "layout": layout,
+            "float_layout": "NCHW",
+        }
+    if not described:
+        raise ValueError(f"{src}: no float input read only by a QuantizeLinear (not a QDQ model?)")
+    props = [p for p in model.metadata_props if p.key != INPUT_METADATA]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    model.metadata_props.add(key=INPUT_METADATA, value=json.dumps(described))
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    dst = Path(dst)
+    onnx.save(model, str(dst))
+    return dst
+
+
 def add_onnx_route(bundle: str | Path, route: dict = X86_ROUTE) -> dict:
     """Write ``route["file"]`` (``uint8_activations`` of the bundle's S8S8 ``model.file``) into
     the bundle, check that every output matches ``model.file``'s on the self-test's known
@@ -111,7 +198,12 @@ def add_onnx_route(bundle: str | Path, route: dict = X86_ROUTE) -> dict:
     if "self_test" not in manifest:
         raise UsageError(f"{where}: no self-test to check the route on; run add-self-test first")
     dst = folder / route["file"]
-    uint8_activations(folder / model["file"], dst)
+    integer_input(uint8_activations(folder / model["file"], dst), dst)
+    try:
+        inputs = _integer_inputs(folder, manifest, route["file"])
+    except ValueError as exc:
+        dst.unlink()
+        raise UsageError(f"{dst}: {exc}; not added") from exc
     diffs = _differences(folder, manifest, model["file"], route["file"])
     if off := {k: d for k, d in diffs.items() if d > ROUTE_TOLERANCE[k]}:
         dst.unlink()
@@ -120,11 +212,74 @@ def add_onnx_route(bundle: str | Path, route: dict = X86_ROUTE) -> dict:
             f"{ROUTE_TOLERANCE}); not added"
         )
     quantization = {**(model.get("quantization") or {}), "activation": "uint8"}
-    entry = {**route, "precision": model.get("precision", "int8"), "quantization": quantization}
+    entry = {
+        **route,
+        "precision": model.get("precision", "int8"),
+        "quantization": quantization,
+        "input": inputs[0] if len(inputs) == 1 else inputs,
+    }
     routes = [r for r in model.get("routes", []) if r.get("file") != route["file"]]
     manifest["model"] = {**model, "routes": [entry, *routes]}
     write_manifest(folder, manifest)
     return entry
+
+
+def _quantize_linear(x: np.ndarray, scale: float, zero_point: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's QuantizeLinear of float32 ``x`` (a one-node model)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    kind = helper.np_dtype_to_tensor_dtype(zero_point.dtype)
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])],
+        "quantize",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("y", kind, [None])],
+        [numpy_helper.from_array(np.array(scale, np.float32), "s"),
+         numpy_helper.from_array(zero_point, "z")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def _integer_inputs(folder: Path, manifest: dict, file: str) -> list[dict]:
+    """The manifest ``input`` entries of a bundle's ``integer_input`` file, after checking
+    that the station's table (``preprocess.integer_lut``) gives, for every pixel value, what
+    ONNX Runtime's QuantizeLinear it replaces gives (``ValueError`` otherwise)."""
+    from leukedge.edge.backends import open_backend
+    from leukedge.edge.model import input_specs
+    from leukedge.edge.preprocess import Preprocess, integer_lut
+
+    backend = open_backend(folder / file, threads=1)
+    specs = input_specs(
+        Preprocess.from_dict(manifest["preprocess"]), manifest.get("inputs", ["field"])
+    )
+    entries = []
+    for name, shape, spec, q in zip(
+        backend.input_names, backend.input_shapes, specs, backend.integer_inputs
+    ):
+        if q is None:
+            raise ValueError(f"input {name} still takes float32")
+        lut = integer_lut(spec, q.quantize)
+        want = _quantize_linear(
+            integer_lut(spec, np.asarray), q.scale, np.array(q.zero_point, q.dtype)
+        )
+        if not np.array_equal(lut, want):
+            bad = np.flatnonzero(lut != want).tolist()
+            raise ValueError(f"input {name}: the pixel table differs from QuantizeLinear at {bad}")
+        entries.append(
+            {
+                "name": name,
+                "shape": list(shape),
+                "layout": q.layout,
+                "dtype": np.dtype(q.dtype).name,
+                "quantization": {"scale": q.scale, "zero_point": q.zero_point},
+            }
+        )
+    return entries
 
 
 def _differences(folder: Path, manifest: dict, reference: str, candidate: str) -> dict:
