@@ -28,7 +28,7 @@ from ..data.layouts import find_dataset
 from ..data.split import read_split
 from ..edge.classes import SCHEMES, scheme_classes
 from ..edge.imageio import FieldError, read_field
-from ..errors import DataError, UsageError
+from ..errors import DataError, StepFailed, UsageError
 from ..progress import progress_bar
 from .metrics import N_BOOTSTRAP, summarize
 from .shifts import SHIFTS, paint_out_cells
@@ -178,21 +178,34 @@ def condition_scorer(model: Model, conditions: dict) -> Callable[[Sequence], lis
 def _engine_predictions(
     engine: Engine, items: Sequence[tuple[str | Path, str]], conditions: dict, n_classes: int
 ) -> Predictions:
-    """``Predictions`` of ``items`` from the ``condition_records`` an engine computed."""
-    paths = [str(path) for path, _ in items]
-    found = {r["path"]: r for batch in engine(paths, conditions) for r in batch}
-    kept, skipped = [], []
-    probs: dict[str, list] = {name: [] for name in conditions}
-    for path, label in items:
-        record = found[os.path.abspath(Path(path).expanduser())]
-        if record["problem"] is not None:
-            skipped.append({"path": str(path), "problem": record["problem"]})
-            continue
-        kept.append((str(path), label))
-        for name, q in json.loads(record["probabilities"]).items():
-            probs[name].append(q)
-    shaped = {name: np.array(q, np.float64).reshape(-1, n_classes) for name, q in probs.items()}
-    return kept, skipped, shaped
+    """``Predictions`` of ``items`` from the ``condition_records`` an engine computed, kept
+    as arrays as the batches arrive (a large set's records are not held)."""
+    keys = [os.path.abspath(Path(path).expanduser()) for path, _ in items]
+    rows: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        rows.setdefault(key, []).append(i)
+    probs = {name: np.zeros((len(items), n_classes)) for name in conditions}
+    problems, seen = {}, set()
+    for batch in engine([str(path) for path, _ in items], conditions):
+        for record in batch:
+            seen.add(record["path"])
+            if record["problem"] is not None:
+                problems[record["path"]] = record["problem"]
+                continue
+            for name, q in json.loads(record["probabilities"]).items():
+                probs[name][rows[record["path"]]] = q
+    if missing := rows.keys() - seen:
+        raise StepFailed(
+            f"the engine returned nothing for {len(missing)} file(s), e.g. {min(missing)}"
+        )
+    read = [i for i, key in enumerate(keys) if key not in problems]
+    kept = [(str(items[i][0]), items[i][1]) for i in read]
+    skipped = [
+        {"path": str(path), "problem": problems[key]}
+        for (path, _), key in zip(items, keys)
+        if key in problems
+    ]
+    return kept, skipped, {name: q[read] for name, q in probs.items()}
 
 
 def evaluate(
