@@ -132,13 +132,13 @@ def evaluate(
         None,
         "--engine",
         help="Bundles on large sets: read and predict in a process pool (local) or on Ray "
-        "Data (ray), as 'leukedge score' [default: in this process].",
+        "Data (ray), as 'leukedge score' (default: in this process).",
     ),
     workers: int | None = typer.Option(
-        None, "--workers", "-w", min=1, help="--engine processes/actors [default: all CPUs]."
+        None, "--workers", "-w", min=1, help="--engine processes/actors (default: all CPUs)."
     ),
     address: str | None = typer.Option(
-        None, "--address", help="--engine ray: the Ray cluster to join [default: a local Ray]."
+        None, "--address", help="--engine ray: the Ray cluster to join (default: a local Ray)."
     ),
     record: bool = typer.Option(
         False,
