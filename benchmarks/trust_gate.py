@@ -1,8 +1,11 @@
 """Acceptance table of the trust gate (issue 25): flagged, correct or flagged, and its cost.
 
-    python benchmarks/trust_gate.py [--split-csv runs/split4/split.csv]
+    python benchmarks/trust_gate.py [--split-csv runs/split4/split.csv] [--split test]
         [--pbc ../shared/data/ood-pbc-lymphocytes] [--bundles default mobilenetv2]
         [--repeats 5] [--out benchmarks/results] [--refit-gate]
+
+``--split val`` measures the same table on the validation fields: develop the gate there
+(and on the training fields), and judge it once on the test split.
 
 For each bundle, through the station's own ``FieldPipeline`` (a frame is *flagged* when its
 result is uncertain, *confidently malignant* when unflagged and not Benign):
@@ -184,7 +187,8 @@ def render(report: dict) -> str:
         "",
         f"`{report['command']}`",
         "",
-        f"Test split: {report['test_fields']} fields of `{report['split_csv']}` (4 classes); "
+        f"{report.get('split', 'test').capitalize()} split: {report['test_fields']} fields of "
+        f"`{report['split_csv']}` (4 classes); "
         f"PBC: {report['pbc_fields']} other-lab lymphocytes.",
         "Gate figures (trust.quality/scale): "
         + ("each bundle's own" if isinstance(report["gate_figures"], str) else "refitted")
@@ -240,6 +244,7 @@ def render(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--split-csv", type=Path, default=ROOT / "runs" / "split4" / "split.csv")
+    ap.add_argument("--split", default="test", help="split of --split-csv (test; val to develop)")
     ap.add_argument("--pbc", type=Path, default=SHARED / "ood-pbc-lymphocytes")
     ap.add_argument("--bundles", nargs="+", default=["default", "mobilenetv2"])
     ap.add_argument("--repeats", type=int, default=5)
@@ -252,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     split = ensure_split(args.split_csv)
-    test = read_split(split, "test")
+    test = read_split(split, args.split)
     refs = None
     if args.refit_gate:
         train = [read_field(r.path) for r in progress_bar(read_split(split, "train"), "train")]
@@ -265,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": date,
         "command": " ".join(["python benchmarks/trust_gate.py", *(argv or sys.argv[1:])]),
         "split_csv": str(args.split_csv),
+        "split": args.split,
         "test_fields": len(test),
         "pbc_fields": len(pbc),
         "load_before": os.getloadavg()[0],
@@ -273,7 +279,9 @@ def main(argv: list[str] | None = None) -> None:
         "load_after": os.getloadavg()[0],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / (f"trust-gate-{date}" + ("-refit" if args.refit_gate else ""))
+    suffix = "" if args.split == "test" else f"-{args.split}"
+    suffix += "-refit" if args.refit_gate else ""
+    stem = args.out / f"trust-gate-{date}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     stem.with_suffix(".md").write_text(render(report))
     print(render(report))
