@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukedge.edge.backends import IntegerInput
+from leukedge.edge.backends import IntegerInput, space_to_depth
 from leukedge.edge.preprocess import (
     Preprocess,
     integer_lut,
@@ -113,7 +113,8 @@ MOBILENET = Preprocess(input_mode="field", size=64, layout="NHWC", scale=1 / 127
     [(YOLO, IntegerInput(np.dtype(np.uint8), 1 / 255, 0, "NHWC", "NCHW", True)),
      (YOLO, IntegerInput(np.dtype(np.int8), 1 / 255, -128, "NCHW", "NCHW", True)),
      (MOBILENET, IntegerInput(np.dtype(np.int8), 0.007843137718737125, -1, "NHWC", "NHWC", False)),
-     (MOBILENET, IntegerInput(np.dtype(np.uint8), 0.0123, 7, "NHWC", "NHWC", True))],
+     (MOBILENET, IntegerInput(np.dtype(np.uint8), 0.0123, 7, "NHWC", "NHWC", True)),
+     (YOLO, IntegerInput(np.dtype(np.uint8), 1 / 255, 0, "NHWC", "NCHW", True, block=2))],
 )  # fmt: skip
 def test_the_pixel_table_gives_exactly_the_quantized_float_input(spec, q):
     """Looking pixels up in ``integer_lut``'s table is bit-identical to scaling them to float
@@ -122,7 +123,7 @@ def test_the_pixel_table_gives_exactly_the_quantized_float_input(spec, q):
     views[0, :4] = np.arange(256, dtype=np.uint8).reshape(4, 64)[..., None]  # every value
     lut = integer_lut(spec, q.quantize)
     assert lut.shape == (256,) and lut.dtype == q.dtype
-    got = lut_view(views, lut, q.layout)
+    got = q.arrange(lut_view(views, lut), "NHWC")
     want = q.from_float(scale_view(views, spec))
     assert got.dtype == want.dtype and got.flags.c_contiguous
     np.testing.assert_array_equal(got, want)
@@ -134,4 +135,12 @@ def test_an_identity_table_passes_the_pixels_through():
         YOLO, IntegerInput(np.dtype(np.uint8), 1 / 255, 0, "NHWC", "NCHW", True).quantize
     )
     np.testing.assert_array_equal(lut, np.arange(256))
-    assert lut_view(views, lut, "NHWC") is views
+    assert lut_view(views, lut) is views
+
+
+def test_space_to_depth_puts_each_patch_row_by_row():
+    x = np.arange(2 * 4 * 6 * 3).reshape(2, 4, 6, 3).astype(np.int8)
+    y = space_to_depth(x, 2)
+    assert y.shape == (2, 2, 3, 12) and y.dtype == np.int8 and y.flags.c_contiguous
+    want = x.reshape(2, 2, 2, 3, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 2, 3, 12)
+    np.testing.assert_array_equal(y, want)

@@ -115,7 +115,7 @@ def test_add_onnx_route_to_a_copy_of_the_default(tmp_path, monkeypatch):
     shutil.copytree(MODELS_DIR / "default", bundle)
     entry = add_onnx_route(bundle)
     assert entry["file"] == X86_ROUTE["file"] and entry["quantization"]["activation"] == "uint8"
-    assert entry["input"]["dtype"] == "uint8" and entry["input"]["shape"] == [-1, 224, 224, 3]
+    assert entry["input"]["dtype"] == "uint8" and entry["input"]["shape"] == [-1, 112, 112, 12]
     picked = load_model(bundle, threads=1)
     x86 = machine_name(platform.machine()) == "x86_64"
     assert picked.route.file == (X86_ROUTE["file"] if x86 else "model.onnx")
@@ -154,26 +154,31 @@ def test_integer_input_takes_the_pixels_with_bit_identical_outputs(tmp_path):
     from leukedge.edge.backends import INPUT_METADATA, open_backend
     from leukedge.edge.model import MODELS_DIR
     from leukedge.edge.preprocess import Preprocess, integer_lut, lut_view, scale_view
-    from leukedge.export.routes import integer_input, uint8_activations
+    from leukedge.export.routes import integer_input, space_to_depth_stem, uint8_activations
 
     floating = uint8_activations(MODELS_DIR / "default" / "model.onnx", tmp_path / "f.onnx")
     pixels = integer_input(floating, tmp_path / "u8.onnx")
-    a, b = open_backend(floating, threads=1), open_backend(pixels, threads=1)
-    (q,) = b.integer_inputs
-    assert (q.dtype, q.zero_point, q.layout) == (np.uint8, 0, "NHWC")
-    assert b.input_shape == (-1, 224, 224, 3)
+    patches = space_to_depth_stem(pixels, tmp_path / "s2d.onnx")
+    a = open_backend(floating, threads=1)
     views = np.random.default_rng(0).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     spec = Preprocess()
     x = scale_view(views, spec)
     ref = a.outputs(x)
-    got = b.outputs(lut_view(views, integer_lut(spec, q.quantize), q.layout))
-    for name in a.output_names:
-        np.testing.assert_array_equal(got[name], ref[name])
-        np.testing.assert_array_equal(b.outputs(x)[name], ref[name])
+    for path, shape, block in ((pixels, (-1, 224, 224, 3), 1), (patches, (-1, 112, 112, 12), 2)):
+        b = open_backend(path, threads=1)
+        (q,) = b.integer_inputs
+        assert (q.dtype, q.zero_point, q.layout, q.block) == (np.uint8, 0, "NHWC", block)
+        assert b.input_shape == shape
+        got = b.outputs(q.arrange(lut_view(views, integer_lut(spec, q.quantize)), "NHWC"))
+        for name in a.output_names:
+            np.testing.assert_array_equal(got[name], ref[name])
+            np.testing.assert_array_equal(b.outputs(x)[name], ref[name])
     with pytest.raises(BundleError, match="takes float32 or uint8, got int16"):
         b.outputs(views.astype(np.int16))
     with pytest.raises(ValueError, match="no float input read only by a QuantizeLinear"):
         integer_input(pixels, tmp_path / "again.onnx")
+    with pytest.raises(ValueError, match="not a 3x3, stride 2, pad 1 one"):
+        space_to_depth_stem(patches, tmp_path / "again.onnx")
     model = onnx.load(pixels)
     kept = [p for p in model.metadata_props if p.key != INPUT_METADATA]
     del model.metadata_props[:]

@@ -1,88 +1,90 @@
-"""CPU time of a bundle's input path and inference at one thread, on real 224 px fields.
+"""CPU time of the shipped bundles' input path and inference at one thread, before/after.
 
-Per field, the median over the fields of this process's CPU time (``time.process_time``,
-which waiting for a busy core does not inflate) of:
+Compares, in one process with the calls interleaved (A, B, A, B... on each field, so load
+from other processes hits both alike), the float input path (the model fed
+``scale_view`` float32 and quantizing it itself: the shipped route as it was, passed as
+``--before BUNDLE``, and MobileNetV2 with its pixel table switched off) against the
+bundle as it is now. Per call, the CPU time of this thread (``time.thread_time``, which
+waiting for a core does not inflate), over 40 validation fields x ``CALLS`` rounds:
 
 - ``prepare``: ``Model.prepare_batch([field])`` (white balance, resize, the model's input);
-- ``infer``: ``Model.outputs`` on that prepared input (the backend call, what
-  ``leukedge bench`` reports as inference);
+- ``infer``: ``Model.outputs`` on that input (the backend call: ``leukedge bench``'s
+  inference);
 - ``predict``: ``Model.predict(field)`` (field to result: prepare, infer, trust).
 
-Run it under two source trees, alternating, to compare them in one run::
+    python benchmarks/routes/time_predict.py [--before runs/perf/before-src/leukedge/models/default]
 
-    python benchmarks/routes/time_predict.py default 5 SRC_A SRC_B
-
-prints per tree the median and range over the rounds of each figure.
+prints the median and the 10th percentile (closest to an idle core) of each, in ms.
 """
 
-import json
+import argparse
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
+import cv2
 import numpy as np
 
-N_FIELDS, CALLS = 40, 5
+from leukedge.data.split import read_split
+from leukedge.edge.imageio import read_field
+from leukedge.edge.model import load_model
+
+N_FIELDS, CALLS = 40, 15
 
 
-def measure(bundle: str) -> dict:
-    import cv2
+def float_path(model):
+    """A shallow copy of ``model`` fed float32 as before the pixel tables."""
+    clone = object.__new__(type(model))
+    clone.__dict__.update(model.__dict__, input_luts=[None] * len(model.input_luts))
+    return clone
 
-    from leukedge.data.split import read_split
-    from leukedge.edge.imageio import read_field
-    from leukedge.edge.model import load_model
 
-    cv2.setNumThreads(1)
-    rows = [r for r in read_split("runs/split4/split.csv") if r.split == "val"][:N_FIELDS]
-    fields = [read_field(r.path) for r in rows]
-    model = load_model(bundle, threads=1)
-    batches = [model.prepare_batch([f]) for f in fields]
-    calls = {
-        "prepare": [lambda f=f: model.prepare_batch([f]) for f in fields],
-        "infer": [lambda x=x: model.outputs(x) for x in batches],
-        "predict": [lambda f=f: model.predict(f) for f in fields],
-    }
-    out = {"route": model.route.file}
-    for name, fns in calls.items():
-        for fn in fns[:3]:
-            fn()
-        per = []
-        for fn in fns:
-            t0 = time.process_time()
-            for _ in range(CALLS):
-                fn()
-            per.append((time.process_time() - t0) * 1e3 / CALLS)
-        out[name] = float(np.median(per))
+def timings(pairs: dict, fields: list) -> dict:
+    """{label: {figure: [ms per call]}}, the labels' calls interleaved per field."""
+    out = {label: {"prepare": [], "infer": [], "predict": []} for label in pairs}
+    for _ in range(CALLS):
+        for f in fields:
+            for label, model in pairs.items():
+                t0 = time.thread_time()
+                x = model.prepare_batch([f])
+                t1 = time.thread_time()
+                model.outputs(x)
+                t2 = time.thread_time()
+                model.predict(f)
+                t3 = time.thread_time()
+                rec = out[label]
+                rec["prepare"].append((t1 - t0) * 1e3)
+                rec["infer"].append((t2 - t1) * 1e3)
+                rec["predict"].append((t3 - t2) * 1e3)
     return out
 
 
-def main(bundle: str, rounds: int, trees: list[str]) -> None:
-    results = {t: [] for t in trees}
-    for r in range(rounds):
-        for tree in trees:
-            env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
-            text = subprocess.run(
-                [sys.executable, __file__, "--child", bundle],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            results[tree].append(json.loads(text.strip().splitlines()[-1]))
-            print(f"round {r} {tree}: {results[tree][-1]} load {os.getloadavg()[0]:.1f}",
-                  file=sys.stderr)  # fmt: skip
-    for tree, rs in results.items():
-        figures = []
-        for k in ("prepare", "infer", "predict"):
-            v = [x[k] for x in rs]
-            figures.append(f"{k} {np.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
-        print(f"{tree} [{rs[0]['route']}]: " + ", ".join(figures) + " ms CPU per field")
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--before", help="the default bundle as it was (its float-input route)")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    rows = [r for r in read_split("runs/split4/split.csv") if r.split == "val"][:N_FIELDS]
+    fields = [read_field(r.path) for r in rows]
+    now = load_model("default", threads=1)
+    default = {"default now": now}
+    if args.before:
+        default["default before"] = load_model(args.before, threads=1)
+    mobilenet = load_model("mobilenetv2", threads=1)
+    tflite = {"mobilenetv2 now": mobilenet, "mobilenetv2 float input": float_path(mobilenet)}
+    load = [os.getloadavg()[0]]
+    for pairs in (default, tflite):
+        for model in pairs.values():  # warm up
+            for f in fields[:5]:
+                model.predict(f)
+        for label, figures in timings(pairs, fields).items():
+            text = ", ".join(
+                f"{k} {np.median(v):.3f} (p10 {np.percentile(v, 10):.3f})"
+                for k, v in figures.items()
+            )
+            print(f"{label} [{pairs[label].route.file}]: {text} ms CPU per call")
+        load.append(os.getloadavg()[0])
+    print(f"load average (1 min) {min(load):.1f}-{max(load):.1f}")
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--child":
-        print(json.dumps(measure(sys.argv[2])))
-    else:
-        main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
+    main()

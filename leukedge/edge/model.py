@@ -178,7 +178,7 @@ class Model:
         each input's batch as the model file takes it: its integers (``input_luts``, in the
         file's layout) or float32 (``preprocess.scale_view``)."""
         return [
-            scale_view(v, spec) if lut is None else lut_view(v, lut, q.layout)
+            scale_view(v, spec) if lut is None else q.arrange(lut_view(v, lut), "NHWC")
             for v, spec, lut, q in zip(
                 views, self.input_specs, self.input_luts, self.backend.integer_inputs
             )

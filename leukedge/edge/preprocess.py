@@ -18,7 +18,8 @@ MobileNetV2's own ``preprocess_input``: ``scale=1/127.5, offset=-1``).
 A model file whose input takes integers (an INT8 model's first step quantizes the scaled
 float input) gets them straight from the uint8 view: scaling and quantization act on
 each pixel value alone, so a 256-entry table (``integer_lut``) gives exactly the integers
-the float path would, without a float copy of the field (``lut_view``).
+the float path would, without a float copy of the field (``lut_view``; the backend's
+``IntegerInput.arrange`` then puts them in the file's layout).
 """
 
 from __future__ import annotations
@@ -117,15 +118,11 @@ def _scaled(img: np.ndarray, spec: Preprocess) -> np.ndarray:
     return img.astype(np.float32) * np.float32(spec.scale) + np.float32(spec.offset)
 
 
-def _to_layout(x: np.ndarray, layout: str) -> np.ndarray:
-    """(..., S, S, 3) -> contiguous (..., 3, S, S) for "NCHW", as it is for "NHWC"."""
-    return np.ascontiguousarray(np.moveaxis(x, -1, -3)) if layout == "NCHW" else x
-
-
 def scale_view(img: np.ndarray, spec: Preprocess) -> np.ndarray:
     """uint8 (..., S, S, 3) model view(s) -> float32 (..., 3, S, S) or (..., S, S, 3) model
     input(s): ``x * scale + offset`` in the layout ``spec`` says."""
-    return _to_layout(_scaled(img, spec), spec.layout)
+    x = _scaled(img, spec)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3)) if spec.layout == "NCHW" else x
 
 
 def integer_lut(spec: Preprocess, quantize: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -135,14 +132,17 @@ def integer_lut(spec: Preprocess, quantize: Callable[[np.ndarray], np.ndarray]) 
     return quantize(_scaled(np.arange(256, dtype=np.uint8), spec))
 
 
-def lut_view(img: np.ndarray, lut: np.ndarray, layout: str) -> np.ndarray:
-    """uint8 (N, S, S, 3) model views -> ``lut.dtype`` (N, 3, S, S) or (N, S, S, 3): each
-    pixel value looked up in ``integer_lut``'s table (skipped when it is the identity)."""
-    if not (lut.dtype == np.uint8 and np.array_equal(lut, _IDENTITY)):
-        table = lut.view(np.uint8) if lut.dtype == np.int8 else lut
-        flat = cv2.LUT(img.reshape(-1, img.shape[-2], img.shape[-1]), table)
-        img = flat.reshape(img.shape).view(lut.dtype)
-    return _to_layout(img, layout)
+def lut_view(img: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """uint8 (N, S, S, 3) model views -> ``lut.dtype`` (N, S, S, 3): each pixel value looked up
+    in ``integer_lut``'s table (the views themselves when it is the identity)."""
+    if lut.dtype == np.uint8 and np.array_equal(lut, _IDENTITY):
+        return img
+    table = lut.view(np.uint8) if lut.dtype == np.int8 else lut
+    return (
+        cv2.LUT(img.reshape(-1, img.shape[-2], img.shape[-1]), table)
+        .reshape(img.shape)
+        .view(lut.dtype)
+    )
 
 
 def prepare(field: np.ndarray, spec: Preprocess, mask: np.ndarray | None = None) -> np.ndarray:

@@ -16,6 +16,11 @@ integers up from the uint8 pixels (``leukedge.edge.preprocess.integer_lut``): no
 of the field and no quantization pass in the runtime. The file takes them NHWC, the pixels'
 own layout: ONNX Runtime's INT8 convolutions run NHWC and transposed the NCHW input first,
 so the transpose this inserts cancels against that one and neither side transposes.
+``space_to_depth_stem`` makes the first convolution (3x3, stride 2, on 3 channels, which
+ONNX Runtime's INT8 kernels run at half the speed of the same work on more channels:
+measured 0.59 -> 0.30 ms CPU at 224 px) a 2x2 convolution, stride 1, over 2x2 pixel
+patches (12 channels), its weights placed where each patch pixel falls under the 3x3 kernel
+and the weight zero point elsewhere: the same integer sums, so the same outputs.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ X86_ROUTE = {
     "file": "model-u8s8.onnx",
     "machines": ["x86_64"],
     "why": "uint8 activations: ONNX Runtime's x86-64 INT8 kernels (AVX2, VNNI) take them; "
-    "uint8 NHWC pixels in; same arithmetic as model.file",
+    "uint8 NHWC pixels in 2x2 patches; same arithmetic as model.file",
 }
 #: Largest difference allowed between the route file's outputs and ``model.file``'s: the
 #: rewrite keeps every quantized value, so only rounding in other kernels remains. Class
@@ -180,6 +185,84 @@ def integer_input(src: str | Path, dst: str | Path, layout: str = "NHWC") -> Pat
     return dst
 
 
+def space_to_depth_stem(src: str | Path, dst: str | Path) -> Path:
+    """Write the ``integer_input`` (NHWC) ONNX ``src`` to ``dst`` taking its input in 2x2
+    patches (``leukedge.edge.backends.space_to_depth``; ``block`` 2 in its ``leukedge.input``
+    metadata), its first convolution rewritten to match (module doc). ``ValueError`` unless
+    the input feeds, through its NHWC -> NCHW Transpose and a DequantizeLinear, only a
+    3x3 convolution with stride 2, padding 1, no dilation or groups, on an even-sized image."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    init = {i.name: i for i in graph.initializer}
+    produced = {out: node for node in graph.node for out in node.output}
+    described = json.loads(
+        next((p.value for p in model.metadata_props if p.key == INPUT_METADATA), "{}")
+    )
+    if len(graph.input) != 1 or graph.input[0].name not in described:
+        raise ValueError(f"{src}: not a one-input integer_input model")
+    inp = graph.input[0]
+
+    def only_reader(name: str, op: str):
+        readers = [n for n in graph.node if name in n.input]
+        if len(readers) != 1 or readers[0].op_type != op or readers[0].input[0] != name:
+            raise ValueError(f"{src}: {name} is not read by one {op} alone")
+        return readers[0]
+
+    transpose = only_reader(inp.name, "Transpose")
+    conv = only_reader(only_reader(transpose.output[0], "DequantizeLinear").output[0], "Conv")
+    attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    wanted = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    if (
+        any(list(attrs.get(k, [])) != v for k, v in wanted.items())
+        or list(attrs.get("dilations", [1, 1])) != [1, 1]
+        or attrs.get("group", 1) != 1
+        or list(helper.get_attribute_value(transpose.attribute[0])) != [0, 3, 1, 2]
+        or not (dims[1] and dims[2]) or dims[1] % 2 or dims[2] % 2
+    ):  # fmt: skip
+        raise ValueError(f"{src}: the first convolution is not a 3x3, stride 2, pad 1 one")
+    dequant = produced.get(conv.input[1])
+    if dequant is None or dequant.op_type != "DequantizeLinear" or dequant.input[0] not in init:
+        raise ValueError(f"{src}: the first convolution's weights are not quantized constants")
+    w = numpy_helper.to_array(init[dequant.input[0]])
+    zero = numpy_helper.to_array(init[dequant.input[2]]) if len(dequant.input) > 2 else np.int8(0)
+    out_ch, in_ch = w.shape[:2]
+    # Patch (row r, column c) of output position i sits under kernel row/column 2 * p + r - 1
+    # of the patch p in {i - 1, i} the 2x2 kernel reads; the patch's channel is (2r + c) * C.
+    w2 = np.empty((out_ch, 4 * in_ch, 2, 2), w.dtype)
+    w2[...] = np.asarray(zero, w.dtype).reshape(-1, 1, 1, 1)
+    for ky in range(3):
+        py, r = (0, 1) if ky == 0 else (1, ky - 1)
+        for kx in range(3):
+            px, c = (0, 1) if kx == 0 else (1, kx - 1)
+            w2[:, (2 * r + c) * in_ch : (2 * r + c + 1) * in_ch, py, px] = w[:, :, ky, kx]
+    name = f"{dequant.input[0]}_space_to_depth"
+    graph.initializer.append(numpy_helper.from_array(w2, name))
+    dequant.input[0] = name
+    for a in conv.attribute:
+        if a.name in ("kernel_shape", "strides", "pads"):
+            a.ints[:] = {"kernel_shape": [2, 2], "strides": [1, 1], "pads": [1, 1, 0, 0]}[a.name]
+    shape = inp.type.tensor_type.shape.dim
+    shape[1].dim_value, shape[2].dim_value = dims[1] // 2, dims[2] // 2
+    shape[3].dim_value = dims[3] * 4
+    described[inp.name]["block"] = 2
+    props = [p for p in model.metadata_props if p.key != INPUT_METADATA]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    model.metadata_props.add(key=INPUT_METADATA, value=json.dumps(described))
+    used = {n for node in graph.node for n in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    dst = Path(dst)
+    onnx.save(model, str(dst))
+    return dst
+
+
 def add_onnx_route(bundle: str | Path, route: dict = X86_ROUTE) -> dict:
     """Write ``route["file"]`` (``uint8_activations`` of the bundle's S8S8 ``model.file``) into
     the bundle, check that every output matches ``model.file``'s on the self-test's known
@@ -198,7 +281,7 @@ def add_onnx_route(bundle: str | Path, route: dict = X86_ROUTE) -> dict:
     if "self_test" not in manifest:
         raise UsageError(f"{where}: no self-test to check the route on; run add-self-test first")
     dst = folder / route["file"]
-    integer_input(uint8_activations(folder / model["file"], dst), dst)
+    space_to_depth_stem(integer_input(uint8_activations(folder / model["file"], dst), dst), dst)
     try:
         inputs = _integer_inputs(folder, manifest, route["file"])
     except ValueError as exc:
@@ -275,6 +358,7 @@ def _integer_inputs(folder: Path, manifest: dict, file: str) -> list[dict]:
                 "name": name,
                 "shape": list(shape),
                 "layout": q.layout,
+                "block": q.block,
                 "dtype": np.dtype(q.dtype).name,
                 "quantization": {"scale": q.scale, "zero_point": q.zero_point},
             }
