@@ -1,7 +1,7 @@
 """Regression check of the station's hot path: every output of ``FieldPipeline`` unchanged.
 
     python benchmarks/hotpath_regression.py record runs/perf/p2/before.jsonl.gz
-    python benchmarks/hotpath_regression.py compare runs/perf/p2/before.jsonl.gz
+    python benchmarks/hotpath_regression.py compare runs/perf/p2/before.jsonl.gz [--batch 16]
 
 Runs the station's ``FieldPipeline`` (robust segmentation, one OpenCV and one inference thread)
 on: every field of ``../shared/data/taleqani-all`` (decoded from its JPEG bytes, as a folder
@@ -16,7 +16,8 @@ test fields.
 Per frame it keeps the label, probabilities, confidence, reasons, cell count, ood score, phash,
 the gate's measures, the error and a hash of the segmentation mask of each classified field.
 ``compare`` demands all of them equal, probabilities and ood score within ``TOL``, and prints
-the differences. Exit status 1 when anything differs.
+the differences. Exit status 1 when anything differs. ``--batch N`` classifies N frames per
+model call (``FieldPipeline.analyse`` then ``classify``), as the station's folder path does.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ def inputs(split_csv: Path, every: int = 1, conditions_of: tuple[str, ...] = ("v
             yield f"camera:{i}", synth_field(CLASSES[i % 4], size=FRAME, seed=i)[0]
 
 
-def record(pipeline: FieldPipeline, name: str, rgb: np.ndarray) -> dict:
-    res = pipeline(Frame(name, rgb=rgb))
+def record(pipeline: FieldPipeline, name: str, rgb: np.ndarray, res) -> dict:
     out = {k: v for k, v in res.to_json().items() if k not in ("time", "timings_ms")}
     out.pop("model_sha256", None)  # a route file re-made with identical outputs is fine
     if res.error is None:
@@ -90,14 +90,33 @@ def configs(split_csv: Path):
     yield "default-colour-ood", FieldPipeline(colour), inputs(split_csv, 8, ("test",))
 
 
-def run(split_csv: Path) -> dict[str, dict]:
+def batches(frames, size: int):
+    batch = []
+    for item in frames:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def run(split_csv: Path, batch: int = 1) -> dict[str, dict]:
+    """Every record; with ``batch`` > 1, frames are classified that many at a time."""
     cv2.setNumThreads(1)
     out: dict[str, dict] = {}
     for cname, pipeline, frames in configs(split_csv):
         t0, n = time.process_time(), 0
-        for name, rgb in frames:
-            out[f"{cname}|{name}"] = record(pipeline, name, rgb)
-            n += 1
+        for items in batches(frames, batch):
+            if batch == 1:
+                results = [pipeline(Frame(items[0][0], rgb=items[0][1]))]
+            else:
+                results = pipeline.classify(
+                    [pipeline.analyse(Frame(name, rgb=rgb)) for name, rgb in items]
+                )
+            for (name, rgb), res in zip(items, results):
+                out[f"{cname}|{name}"] = record(pipeline, name, rgb, res)
+                n += 1
         print(f"{cname}: {n} frames, {time.process_time() - t0:.1f} CPU s", file=sys.stderr)
     return out
 
@@ -127,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=("record", "compare"))
     ap.add_argument("path", type=Path)
+    ap.add_argument("--batch", type=int, default=1, help="frames per model call")
     ap.add_argument("--split-csv", type=Path, default=HERE.parent / "runs/split4/split.csv")
     args = ap.parse_args(argv)
     if not (SHARED / "taleqani-all").is_dir():
         print(f"{SHARED / 'taleqani-all'}: no data; nothing to check", file=sys.stderr)
         return 2
-    now = run(args.split_csv)
+    now = run(args.split_csv, args.batch)
     if args.action == "record":
         args.path.parent.mkdir(parents=True, exist_ok=True)
         with gzip.open(args.path, "wt") as f:

@@ -17,6 +17,7 @@ is a line in ``FieldPipeline.notes``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import cv2
@@ -24,11 +25,11 @@ import numpy as np
 
 from .bundle import MANIFEST
 from .imageio import check_field
-from .model import Model
+from .model import Model, Prediction
 from .phash import perceptual_hash
 from .quality import judge, measure, parse_quality_reference
 from .scale import check_scale, normalise, parse_scale_reference, tiles
-from .segment import segment
+from .segment import Segmentation, segment
 from .sources.base import Frame
 
 #: The stable reason strings of ``FieldResult.reasons`` and what each means.
@@ -151,8 +152,25 @@ class Gate:
     fields: list[np.ndarray]
 
 
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """A frame before the model (``FieldPipeline.analyse``): its ``result`` so far (source,
+    hashes, gate and segmentation timings; ``error`` set when the frame cannot be used), and
+    otherwise the frame as a checked RGB uint8 (H, W, 3) array, its ``gate`` and the
+    segmentation of each of the gate's fields."""
+
+    result: FieldResult
+    rgb: np.ndarray | None = None
+    gate: Gate | None = None
+    segs: list[Segmentation] = field(default_factory=list)
+
+
 class FieldPipeline:
     """Classify frames with a loaded model; never raises for a bad frame.
+
+    ``pipeline(frame)`` is ``classify([analyse(frame)])[0]``: the work before the model
+    (``analyse``) may run on another thread than the model's (``classify``), and several
+    frames may share one model call.
 
     ``notes`` lists the bundle's fallbacks (the model's own and the gate's).
     """
@@ -166,8 +184,18 @@ class FieldPipeline:
         self.quality_ref, quality_note = parse_quality_reference(model.manifest, where)
         self.scale_ref, scale_note = parse_scale_reference(model.manifest, where)
         self.field_px = int(self.scale_ref["field_px"])
-        gate_notes = tuple(n for n in (quality_note, scale_note) if n)
-        self.notes: tuple[str, ...] = tuple(getattr(model, "notes", ())) + gate_notes
+        #: Fields per model call: None (any number), or 1 for an ONNX file whose input's
+        #: batch is fixed at 1 (ONNX Runtime cannot resize it; LiteRT resizes its input).
+        fixed = model.backend.name == "onnxruntime" and model.backend.input_shape[:1] == (1,)
+        self.model_batch = 1 if fixed else None
+        batch_note = (
+            f"{model.model_file.name} takes one field per call (its input's batch is fixed "
+            "at 1): fields are classified one at a time"
+            if self.model_batch == 1
+            else None
+        )
+        notes = tuple(n for n in (quality_note, scale_note, batch_note) if n)
+        self.notes: tuple[str, ...] = tuple(getattr(model, "notes", ())) + notes
 
     def gate(self, rgb: np.ndarray) -> Gate:
         """Judge an RGB uint8 (H, W, 3) frame before inference (module doc)."""
@@ -184,11 +212,14 @@ class FieldPipeline:
         measures = {k: round(v, 4) for k, v in m.items()} | scaled | {"fields": len(fields)}
         return Gate(reasons, measures, fields)
 
-    def __call__(self, frame: Frame) -> FieldResult:
+    def analyse(self, frame: Frame) -> Analysis:
+        """Everything before the model for one frame: the gate, the perceptual hash and the
+        segmentation of each field (``Analysis``; its result's ``error`` set for a bad frame).
+        Never raises for a bad frame."""
         res = FieldResult(frame.source_id, frame.time, frame.sha256, self.model.sha256)
         if frame.error is not None or frame.rgb is None:
             res.error = frame.error or f"{frame.source_id}: no image"
-            return res
+            return Analysis(res)
         try:
             t0 = time.perf_counter()
             rgb = check_field(frame.rgb, frame.source_id)
@@ -197,10 +228,47 @@ class FieldPipeline:
             t1 = time.perf_counter()
             segs = [segment(f, mode=self.seg_mode) for f in gate.fields]
             t2 = time.perf_counter()
-            preds = self.model.predict_batch(gate.fields, [s.mask for s in segs])
         except (ValueError, cv2.error) as exc:
             res.error = f"{frame.source_id}: {exc}"
-            return res
+            return Analysis(res)
+        res.timings_ms = {"gate": (t1 - t0) * 1e3, "segment": (t2 - t1) * 1e3}
+        return Analysis(res, rgb, gate, segs)
+
+    def classify(self, analyses: Sequence[Analysis]) -> list[FieldResult]:
+        """The results of analysed frames, in order, with one model call for all their fields
+        (one per frame if that call fails, so a bad frame gets its own error)."""
+        todo = [a for a in analyses if a.result.error is None]
+        if not todo:
+            return [a.result for a in analyses]
+        fields = [f for a in todo for f in a.gate.fields]
+        masks = [s.mask for a in todo for s in a.segs]
+        step = self.model_batch or len(fields)
+        try:
+            preds = [
+                p
+                for i in range(0, len(fields), step)
+                for p in self.model.predict_batch(fields[i : i + step], masks[i : i + step])
+            ]
+        except (ValueError, cv2.error) as exc:
+            if len(todo) == 1:
+                todo[0].result.error = f"{todo[0].result.source}: {exc}"
+                return [a.result for a in analyses]
+            for a in todo:
+                self.classify([a])
+            return [a.result for a in analyses]
+        start = 0
+        for a in todo:
+            n = len(a.gate.fields)
+            self._finish(a, preds[start : start + n])
+            start += n
+        return [a.result for a in analyses]
+
+    def __call__(self, frame: Frame) -> FieldResult:
+        return self.classify([self.analyse(frame)])[0]
+
+    def _finish(self, a: Analysis, preds: list[Prediction]) -> None:
+        """Fill ``a.result`` from the predictions of its fields."""
+        res, gate, segs = a.result, a.gate, a.segs
         with_cells = [i for i, s in enumerate(segs) if s.cells] or list(range(len(segs)))
         classes = self.model.classes
         probs = np.mean([[preds[i].probabilities[c] for c in classes] for i in with_cells], 0)
@@ -209,12 +277,9 @@ class FieldPipeline:
         res.probabilities = {c: float(p) for c, p in zip(classes, probs)}
         res.cell_count = sum(len(s.cells) for s in segs)
         res.quality = gate.measures
-        per_field = preds[0].timings_ms  # predict_batch's per-field share of the batch
-        res.timings_ms = {
-            "gate": (t1 - t0) * 1e3,
-            "segment": (t2 - t1) * 1e3,
-            **{k: v * len(preds) for k, v in per_field.items()},
-        }
+        for p in preds:  # each prediction's timings are its share of its model call
+            for k, v in p.timings_ms.items():
+                res.timings_ms[k] = res.timings_ms.get(k, 0.0) + v
         reasons = list(gate.reasons)
         if res.confidence < self.threshold:
             reasons.append("low-confidence")
@@ -225,8 +290,7 @@ class FieldPipeline:
         if self.model.feature_stats is not None:
             ood = any(preds[i].out_of_distribution for i in with_cells)
         else:
-            ood = out_of_distribution(rgb, self.ood)
+            ood = out_of_distribution(a.rgb, self.ood)
         if ood:
             reasons.append("out-of-distribution")
         res.reasons, res.uncertain = tuple(reasons), bool(reasons)
-        return res
