@@ -168,14 +168,14 @@ def test_demo_reports_a_field_that_fails_and_goes_on(monkeypatch):
     """One field failing (its result has fewer stages) must not stop the demo's report."""
     from leukedge.edge import pipeline
 
-    real = pipeline.FieldPipeline.__call__
+    real = pipeline.FieldPipeline.analyse
 
     def one_fails(self, frame):
         if frame.source_id.endswith("#1"):
             frame = type(frame)(frame.source_id, error=f"{frame.source_id}: broken on purpose")
         return real(self, frame)
 
-    monkeypatch.setattr(pipeline.FieldPipeline, "__call__", one_fails)
+    monkeypatch.setattr(pipeline.FieldPipeline, "analyse", one_fails)
     done = CliRunner().invoke(app, ["demo", "--fields", "3"], env={"COLUMNS": "240"})
     assert done.exit_code == 0, done.output
     assert done.output.count("broken on purpose") == len(SHIPPED), done.output

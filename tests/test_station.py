@@ -156,10 +156,11 @@ def test_run_hot_folder_with_broken_files(tiny_bundle, tmp_path):
 
 
 #: Runs ``leukedge run`` with a crash (``os._exit``: no cleanup, no flush, as abrupt as
-#: SIGKILL) after the K-th return of one step of a field: CRASH_AT="after-inference:K"
-#: (classified, not logged), "after-log:K" (its row committed, not yet counted) or
-#: "after-field:K" (done, before the next field). Fixed points: an ordering bug fails
-#: every time, not when a timed kill happens to land between two steps.
+#: SIGKILL) after the K-th return of one step: CRASH_AT="after-inference:K" (a group of
+#: fields classified, not logged), "after-log:K" (the K-th row written in its group's
+#: transaction, not committed) or "after-commit:K" (the K-th group committed, not yet
+#: reported). Fixed points: an ordering bug fails every time, not when a timed kill happens
+#: to land between two steps.
 CRASHING_RUN = """
 import os, sys
 from leukedge.cli import app
@@ -168,8 +169,9 @@ from leukedge.edge.results_log import ResultsLog
 from leukedge.edge.station import Station
 
 point, k = os.environ["CRASH_AT"].split(":")
-owner, name = {"after-inference": (FieldPipeline, "__call__"),
-               "after-log": (ResultsLog, "log_result"), "after-field": (Station, "process")}[point]
+owner, name = {"after-inference": (FieldPipeline, "classify"),
+               "after-log": (ResultsLog, "log_result"),
+               "after-commit": (Station, "_classify_and_log")}[point]
 step, calls = getattr(owner, name), [0]
 
 def crashing(*args, **kwargs):
@@ -185,28 +187,34 @@ app(sys.argv[1:], prog_name="leukedge")
 
 
 @pytest.mark.parametrize(
-    ("point", "k", "logged"),
+    ("batch", "point", "k", "logged"),
     [
-        ("after-inference", 4, 3),  # classified, not logged: done again after the restart
-        ("after-log", 4, 4),  # logged, not counted: counted from the log after the restart
-        ("after-field", 4, 4),  # between two fields
-        ("after-log", 8, 8),  # the copy of an earlier field logged, "duplicate" not yet stored
+        (1, "after-inference", 4, 3),  # classified, not logged: done again after the restart
+        (1, "after-log", 4, 3),  # written, not committed: the same
+        (1, "after-commit", 4, 4),  # logged, not counted: counted from the log after the restart
+        (3, "after-inference", 2, 3),  # groups of 3: the second classified, not logged
+        (3, "after-log", 5, 3),  # killed mid-group: nothing of it kept, nothing marked done
+        (3, "after-commit", 2, 6),
+        (3, "after-log", 8, 6),  # the copy of an earlier field written, not committed
     ],
 )
 def test_crash_at_each_step_then_restart_loses_and_duplicates_nothing(
-    tiny_bundle, tmp_path, point, k, logged
+    tiny_bundle, tmp_path, batch, point, k, logged
 ):
     folder, results = tmp_path / "scans", tmp_path / "results"
     _fields_folder(folder, 7)
     (folder / "field-007-copy.jpg").write_bytes((folder / "field-002.jpg").read_bytes())
     args = ["run", "--source", f"folder:{folder}", "--once", "--slide", "K"]
-    args += ["--model", str(tiny_bundle), "--results-dir", str(results)]
+    args += ["--model", str(tiny_bundle), "--results-dir", str(results), "--batch", str(batch)]
     cmd = [sys.executable, "-c", CRASHING_RUN, *args]
     env = {**os.environ, "CRASH_AT": f"{point}:{k}"}
-    crashed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    crashed = subprocess.run([*cmd, "--json-lines"], env=env, capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
     assert crashed.returncode == 75, crashed.stderr
     log = ResultsLog(results)
     assert len(log.results("K")) == logged and log.slide("K").state == "open"
+    reported = {json.loads(line)["source"] for line in crashed.stdout.splitlines()}
+    assert reported <= {r["source_id"] for r in log.results("K")}  # only what is logged
     log.close()
     restart = [sys.executable, "-m", "leukedge.cli", *args]
     again = subprocess.run(restart, capture_output=True, text=True, timeout=120)

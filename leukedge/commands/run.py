@@ -68,6 +68,13 @@ def run(
     once: bool = typer.Option(
         False, "--once", help="Hot folder: process what is there, then stop."
     ),
+    batch: int = typer.Option(
+        16,
+        "--batch",
+        min=1,
+        help="Files (folder, paths): fields per model call and per commit, read ahead on "
+        "a second thread; 1: one at a time.",
+    ),
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Report cold start and per-stage timings."
     ),
@@ -87,7 +94,7 @@ def run(
                         results_dir=str(results_dir) if results_dir else None)  # fmt: skip
         once_opt = {"once": True} if once and cfg.source.startswith("folder:") else {}
         src = open_source(cfg.source, **{**cfg.options_for(), **once_opt})
-        station = Station.from_config(cfg, config_threshold=bool(config), frames_dir=save_frames)
+        station = Station.from_config(cfg, bool(config), frames_dir=save_frames, batch=batch)
         if reopen:
             station.open_slide(slide, reopen=True)
     except (ConfigError, ResultsError, SlideError, ValueError) as exc:

@@ -1,10 +1,13 @@
-"""Per-slide results in SQLite: one durable transaction per field, none twice.
+"""Per-slide results in SQLite: durable transactions, no field twice.
 
 The database (``results.db`` in the results folder; default
 ``$LEUKEDGE_RESULTS`` or ``~/.local/share/leukedge/results``) runs in WAL mode
 with ``synchronous=FULL``: a result is on disk when ``log_result`` returns, so
 power loss or SIGKILL loses at most the field in flight. (With NORMAL, WAL
-commits are durable only at the next checkpoint.) A unique key
+commits are durable only at the next checkpoint.) Inside ``transaction`` the
+results of a group of fields are on disk together, with one disk sync, when
+the block ends; a crash before then loses the group, none of which is then
+logged, so all of it is processed again on restart. A unique key
 (slide, source_id, image_sha256) makes logging idempotent: logging the same
 field again is a no-op, and ``has`` lets a restarted station skip fields
 already done. The log is the only done-state: nothing is written into a
@@ -247,15 +250,22 @@ class ResultsLog:
                 raise _problem(self.path, exc) from exc
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def transaction(self) -> Iterator[None]:
+        """Keep the writes made in the block in one transaction: one commit (one disk sync)
+        at its end keeps all of them, and an error or a crash before it keeps none. Other
+        threads wait for the block; a block inside another joins the outer one."""
         with self._sql():
+            if self._db.in_transaction:
+                yield
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _version(self) -> int:
         return self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -263,7 +273,7 @@ class ResultsLog:
     def _migrate(self) -> None:
         if self._version() == SCHEMA_VERSION:
             return
-        with self._transaction():  # another process may be migrating too
+        with self.transaction():  # another process may be migrating too
             version = self._version()
             if version > SCHEMA_VERSION:
                 raise SchemaError(
@@ -305,7 +315,7 @@ class ResultsLog:
         then cleared). ``meta`` must be JSON-serialisable.
         """
         validate_slide_id(slide_id)
-        with self._transaction():
+        with self.transaction():
             row = self._db.execute(
                 "SELECT state, ended FROM slides WHERE id = ?", (slide_id,)
             ).fetchone()
@@ -374,6 +384,13 @@ class ResultsLog:
         """One slide, or None if there is none."""
         found = self._slides("WHERE s.id = ?", (slide_id,))
         return found[0] if found else None
+
+    def state(self, slide_id: str) -> str | None:
+        """A slide's state ("open" or "ended"), or None if there is no such slide; cheaper
+        than ``find_slide``, which counts the slide's fields."""
+        with self._sql():
+            row = self._db.execute("SELECT state FROM slides WHERE id = ?", (slide_id,)).fetchone()
+        return None if row is None else row["state"]
 
     # -- results ----------------------------------------------------------------
 

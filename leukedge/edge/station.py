@@ -7,16 +7,26 @@ slide is skipped, before decoding when the source reads files), and a field
 counts only once its row is committed. Ending a slide computes its call with
 ``SlideTally`` and stores it with the slide. Methods are safe to call from
 several threads (a web server's handlers and a capture loop).
+
+``run`` on files (a folder, paths) reads ahead: one thread reads, decodes, gates
+and segments the next fields (``FieldPipeline.analyse``) while the model
+classifies the current ones, up to ``batch`` fields in one model call and one
+commit. A group ends early when the source has nothing more for now (a hot
+folder between scans) or a slide ends, so a field that arrives alone is logged
+at once. Results are logged and reported in the source's order, each only after
+its group's commit: a crash loses at most the uncommitted group, whose fields
+are not in the log and so are processed again on restart.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +34,7 @@ from typing import Any
 from .config import StationConfig, check_threads
 from .imageio import FieldError, write_field
 from .model import Model, load_model
-from .pipeline import FieldPipeline, FieldResult
+from .pipeline import Analysis, FieldPipeline, FieldResult
 from .results_log import (
     ResultsLog,
     SlideError,
@@ -39,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 #: Default ``slide_pattern``: a ``time.strftime`` pattern naming a new slide.
 SLIDE_PATTERN = "slide-%Y%m%d-%H%M%S"
+#: Default ``batch``: fields of a read-ahead source classified in one model call and
+#: logged in one commit.
+BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,8 @@ class Station:
         ``frames_dir/SLIDE/<sha256[:16]>.png`` so reports can show them (files
         read from disk are referred to by their own path).
     slide_pattern : ``time.strftime`` pattern naming a new slide in ``run``.
+    batch : fields of a read-ahead source (``Source.read_ahead``) per group in
+        ``run`` (module doc); 1 turns reading ahead off.
     """
 
     def __init__(
@@ -131,11 +146,15 @@ class Station:
         seg_mode: str = "robust",
         frames_dir: str | Path | None = None,
         slide_pattern: str = SLIDE_PATTERN,
+        batch: int = BATCH,
     ):
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
         self.model, self.log = model, log
         self.pipeline = FieldPipeline(model, seg_mode=seg_mode, threshold=threshold)
         self.frames_dir = Path(frames_dir) if frames_dir is not None else None
         self.slide_pattern = slide_pattern
+        self.batch = batch
         self.current: str | None = None  # the slide ``process`` uses by default
         self._tallies: dict[str, SlideTally] = {}  # open slides this station works on
         self._lock = threading.RLock()  # slides, tallies and the log
@@ -148,13 +167,15 @@ class Station:
     def from_config(
         cls,
         config: StationConfig,
-        *,
         config_threshold: bool = True,
+        *,
         frames_dir: str | Path | None = None,
+        batch: int = BATCH,
     ) -> Station:
         """A station as ``config`` describes it: its model, backend, threads, results
         folder, slide pattern, trusted key, frames (``save_frames``, or ``frames_dir``)
-        and, if ``config_threshold``, its ``uncertain_threshold`` (else the model's).
+        and, if ``config_threshold``, its ``uncertain_threshold`` (else the model's);
+        ``batch`` as in ``Station``.
         Raises ``ValueError`` (``ConfigError``, ``BundleError``) or ``ResultsError``
         naming the problem."""
         threads = check_threads(config.threads)
@@ -173,6 +194,7 @@ class Station:
             threshold=config.uncertain_threshold if config_threshold else None,
             frames_dir=frames_dir,
             slide_pattern=config.slide_id,
+            batch=batch,
         )
 
     # -- slides -----------------------------------------------------------------
@@ -267,42 +289,75 @@ class Station:
         counted and is processed again next time).
         """
         with self._lock:
-            slide = slide_id or self.current
-            if slide is None:
-                raise SlideError("no open slide: start a slide first")
-            info = self.log.find_slide(slide)
-            if info is not None and info.state == "ended":  # perhaps by another process
-                self._tallies.pop(slide, None)
-            if slide not in self._tallies:
-                self._open(slide)
-            if self.log.has(slide, frame.source_id, frame.sha256):
-                return None
-        with self._infer_lock:  # one field at a time (LiteRT is not thread-safe), and
-            res = self.pipeline(frame)  # reads of the slides go on meanwhile
-            image = self._image_file(slide, frame)
+            slide = self._admit(frame, slide_id or self.current)
+        if slide is None:
+            return None
+        (logged,) = self._classify_and_log([(frame, slide, None)])
+        if isinstance(logged, SlideError):
+            raise logged
+        return logged
+
+    def _admit(self, frame: Frame, slide: str | None) -> str | None:
+        """The slide ``frame`` goes to, opened (or continued) if this station has not
+        opened it; None if it already holds the field. Call with ``_lock`` held."""
+        if slide is None:
+            raise SlideError("no open slide: start a slide first")
+        if self.log.state(slide) == "ended":  # perhaps by another process
+            self._tallies.pop(slide, None)
+        if slide not in self._tallies:
+            self._open(slide)
+        return None if self.log.has(slide, frame.source_id, frame.sha256) else slide
+
+    def _classify_and_log(
+        self, items: list[tuple[Frame, str, Analysis | None]]
+    ) -> list[LoggedField | SlideError]:
+        """Classify admitted frames (frame, slide, its ``analyse`` if done) in one model
+        call and log them in one commit; per frame its ``LoggedField``, or the
+        ``SlideError`` that kept it out (its slide ended meanwhile). ``ResultsError`` if
+        the log cannot be written: none of them is then logged or counted."""
+        with self._infer_lock:  # one model call at a time (LiteRT is not thread-safe), and
+            analyses = [a or self.pipeline.analyse(f) for f, _, a in items]  # reads go on
+            results = self.pipeline.classify(analyses)
+            images = [self._image_file(slide, f) for f, slide, _ in items]
+        out: list[LoggedField | SlideError] = []
         with self._lock:
-            if slide not in self._tallies:
-                raise SlideError(f"slide {slide!r} ended while this field was classified")
-            if res.error is None:
-                field_id = self.log.log_result(slide, {**res.log_record(), "frame": image})
-            else:
-                field_id = self.log.log_error(
-                    slide, res.source, res.error, res.image_sha256, when=res.time, frame=image
-                )
-            if field_id is None:
-                return LoggedField(slide, field_id, res)
-            copy = self._tallies[slide].add(
-                res.label,
-                res.uncertain,
-                res.error is not None,
-                sha256=res.image_sha256,
-                phash=res.phash,
-                reasons=res.reasons,
+            try:
+                with self.log.transaction():
+                    for (_, slide, _), res, image in zip(items, results, images):
+                        try:
+                            out.append(self._record(slide, res, image))
+                        except SlideError as exc:
+                            out.append(exc)
+            except BaseException:
+                for _, slide, _ in items:  # counted, not committed: recount from the log
+                    self._tallies.pop(slide, None)
+                raise
+        return out
+
+    def _record(self, slide: str, res: FieldResult, image: str | None) -> LoggedField:
+        """Log and count one classified field (inside a transaction, ``_lock`` held)."""
+        if slide not in self._tallies:
+            raise SlideError(f"slide {slide!r} ended while this field was classified")
+        if res.error is None:
+            field_id = self.log.log_result(slide, {**res.log_record(), "frame": image})
+        else:
+            field_id = self.log.log_error(
+                slide, res.source, res.error, res.image_sha256, when=res.time, frame=image
             )
-            if copy:  # a copy of an earlier field: counted, never as evidence
-                res.reasons = (*res.reasons, "duplicate")
-                self.log.set_reasons(field_id, res.reasons)
+        if field_id is None:
             return LoggedField(slide, field_id, res)
+        copy = self._tallies[slide].add(
+            res.label,
+            res.uncertain,
+            res.error is not None,
+            sha256=res.image_sha256,
+            phash=res.phash,
+            reasons=res.reasons,
+        )
+        if copy:  # a copy of an earlier field: counted, never as evidence
+            res.reasons = (*res.reasons, "duplicate")
+            self.log.set_reasons(field_id, res.reasons)
+        return LoggedField(slide, field_id, res)
 
     @contextmanager
     def model_in_use(self) -> Iterator[Model]:
@@ -341,10 +396,10 @@ class Station:
                 held = self.log.slide_of(frame.source_id, frame.sha256)
                 return None if held is None else f"already logged in slide {held}"
             slide = frame.slide or self._default
-            info = self.log.find_slide(slide) if slide else None
-            if info is None:
+            state = self.log.state(slide) if slide else None
+            if state is None:
                 return None
-            if info.state == "ended":
+            if state == "ended":
                 return f"slide {slide} has ended (a new slide needs a new name)"
             if self.log.has(slide, frame.source_id, frame.sha256):
                 return f"already logged in slide {slide}"
@@ -384,23 +439,24 @@ class Station:
         touched: list[str] = []
         if isinstance(source, Source):
             source.already_done = self._already_done
+        ahead = isinstance(source, Source) and source.read_ahead and self.batch > 1
         with source if isinstance(source, Source) else nullcontext():
-            for frame in source:
-                if frame.ends_slide is not None:
-                    slide = frame.slide or self._default
-                    self._end_from_source(frame, slide, on_slide_end, touched)
-                    continue
-                try:
-                    logged = self._route(frame, slide_id)
-                except SlideError as exc:
-                    logger.warning("%s: not processed: %s", frame.source_id, exc)
-                    continue
-                if logged is None:
-                    continue
-                if logged.slide not in touched:
-                    touched.append(logged.slide)
-                if on_result is not None:
-                    on_result(logged)
+            groups = self._read_ahead(source) if ahead else ([(f, None)] for f in source)
+            with closing(groups):  # the reading thread stops before the source closes
+                for group in groups:
+                    frame = group[0][0]
+                    if frame.ends_slide is not None:
+                        slide = frame.slide or self._default
+                        self._end_from_source(frame, slide, on_slide_end, touched)
+                        continue
+                    for frame, logged in self._process_group(group, slide_id):
+                        if isinstance(logged, SlideError):
+                            logger.warning("%s: not processed: %s", frame.source_id, logged)
+                            continue
+                        if logged.slide not in touched:
+                            touched.append(logged.slide)
+                        if on_result is not None:
+                            on_result(logged)
             stopped = isinstance(source, Source) and (source.stopping or source.failed)
         with self._lock:
             self._source = None
@@ -411,21 +467,109 @@ class Station:
                     on_slide_end(self._default, call)
         return touched
 
-    def _route(self, frame: Frame, fixed: str | None) -> LoggedField | None:
-        """``process`` a frame of ``run`` into its own slide or the run's slide; the
-        run's slide, once ended (by a marker, or from outside), gives way to a new
-        one unless it was ``fixed``."""
+    def _process_group(
+        self, group: list[tuple[Frame, Analysis | None]], fixed: str | None
+    ) -> list[tuple[Frame, LoggedField | SlideError]]:
+        """``process`` a group of ``run``'s frames (each with its ``analyse`` if done),
+        each into its slide (``_route``), with one model call and one commit; the
+        frames already logged are left out."""
+        admitted, out, seen = [], [], set()
         with self._lock:
-            if frame.slide is not None:
-                if frame.slide not in self._tallies:
-                    self._open(frame.slide, origin="folder")
-                return self.process(frame, frame.slide)
-            info = self.log.find_slide(self._default)
-            if info is not None and info.state == "ended" and fixed is None:
-                self._default = self.new_slide_id()
-            if self._default not in self._tallies:
-                self._open(self._default, origin="run")
-            return self.process(frame, self._default)
+            for frame, analysis in group:
+                try:
+                    slide = self._admit(frame, self._route(frame, fixed))
+                except SlideError as exc:
+                    out.append((frame, exc))
+                    continue
+                key = (slide, frame.source_id, frame.sha256)
+                if slide is None or (frame.sha256 is not None and key in seen):
+                    continue  # logged before, or earlier in this group
+                seen.add(key)
+                admitted.append((frame, slide, analysis))
+        if admitted:
+            logged = self._classify_and_log(admitted)
+            out += [(frame, x) for (frame, _, _), x in zip(admitted, logged)]
+        return out
+
+    def _route(self, frame: Frame, fixed: str | None) -> str:
+        """The slide of a frame of ``run``: its own, or the run's slide, which, once
+        ended (by a marker, or from outside), gives way to a new one unless it was
+        ``fixed``. Call with ``_lock`` held."""
+        if frame.slide is not None:
+            if frame.slide not in self._tallies:
+                self._open(frame.slide, origin="folder")
+            return frame.slide
+        if self.log.state(self._default) == "ended" and fixed is None:
+            self._default = self.new_slide_id()
+        if self._default not in self._tallies:
+            self._open(self._default, origin="run")
+        return self._default
+
+    def _read_ahead(self, source: Source) -> Iterator[list[tuple[Frame, Analysis | None]]]:
+        """``source``'s frames in groups of at most ``batch`` (module doc), each frame with
+        its ``analyse`` made on a thread of its own, which reads at most two groups ahead;
+        a frame that ends a slide is a group of its own. Stops that thread on leaving."""
+        ready: queue.Queue = queue.Queue(maxsize=2 * self.batch)
+        quit_ = threading.Event()
+        pause, end = object(), object()
+
+        def put(item: object) -> None:
+            while not quit_.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def read() -> None:
+            try:
+                for frame in source:
+                    analysis = self.pipeline.analyse(frame) if frame.ends_slide is None else None
+                    put((frame, analysis))
+                    if quit_.is_set():
+                        return
+            except BaseException as exc:  # raised again in the consumer
+                put(exc)
+            finally:
+                put(end)
+
+        source.idle = lambda: put(pause)
+        reader = threading.Thread(target=read, name="leukedge-read-ahead", daemon=True)
+        reader.start()
+        finished = False
+        try:
+            group: list[tuple[Frame, Analysis | None]] = []
+            while True:
+                item = ready.get()
+                if isinstance(item, BaseException):
+                    if group:
+                        yield group
+                    raise item
+                finished = item is end
+                if source.stopping:  # stop() before the next frame: the frames read
+                    if finished:  # ahead are not logged, so the next run does them
+                        return
+                    group = []
+                    continue
+                if item is end or item is pause or item[0].ends_slide is not None:
+                    if group:
+                        yield group
+                    group = []
+                    if finished:
+                        return
+                    if item is not pause:
+                        yield [item]
+                    continue
+                group.append(item)
+                if len(group) >= self.batch:
+                    yield group
+                    group = []
+        finally:
+            quit_.set()
+            if not finished:
+                source.stop()
+            reader.join()
+            source.idle = None
 
     def _check_model(self, slide_id: str) -> SlideInfo | None:
         """The slide's info (None if new); ``SlideError`` if invalid or of another model."""

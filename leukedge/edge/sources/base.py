@@ -65,13 +65,22 @@ class Source(ABC):
     read files (the hot folder) skip a field before decoding it: it gets the
     frame read but not decoded (``data``, ``path``, ``slide``) and returns why
     the field needs no processing (e.g. "already logged in slide S-0042"), or None.
+
+    ``read_ahead`` is True for sources whose frames may be taken before the
+    consumer is ready for them (files; not a camera, which takes a field when
+    asked). Such a consumer may iterate on a thread of its own (and then closes
+    the source only once that thread is done) and sets ``idle``, called when
+    the source has nothing more to give for now (before it ``wait``s).
     """
+
+    read_ahead = False
 
     def __init__(self) -> None:
         self._stop = threading.Event()
         self.failed = False  # set when a camera source gives up
         self._iter: Iterator[Frame] | None = None
         self.already_done: Callable[[Frame], str | None] | None = None
+        self.idle: Callable[[], None] | None = None
 
     @abstractmethod
     def _generate(self) -> Iterator[Frame]:
@@ -94,7 +103,10 @@ class Source(ABC):
         self._stop.set()
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``, waking early on ``stop()``; True when stopping."""
+        """Sleep up to ``seconds``, waking early on ``stop()``; True when stopping.
+        Calls ``idle`` first."""
+        if self.idle is not None:
+            self.idle()
         return self._stop.wait(seconds) if seconds > 0 else self.stopping
 
     def close(self) -> None:

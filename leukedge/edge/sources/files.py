@@ -70,6 +70,8 @@ def expand(pattern: str | Path) -> list[Path]:
 class FilesSource(Source):
     """Image files, in the order given; each glob or folder expanded in sorted order."""
 
+    read_ahead = True
+
     def __init__(self, patterns: Sequence[str | Path]):
         super().__init__()
         self.patterns = list(patterns)

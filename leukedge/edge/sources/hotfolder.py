@@ -61,6 +61,8 @@ class FolderSource(Source):
     and iteration ends; otherwise the folder is polled every ``poll`` seconds.
     """
 
+    read_ahead = True
+
     def __init__(
         self,
         folder: str | Path,
