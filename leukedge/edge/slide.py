@@ -58,13 +58,14 @@ class SlideTally:
     all_labels: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
     _sha256: set = field(default_factory=set, repr=False)
-    _phashes: list = field(default_factory=list, repr=False)
+    #: uint8 (n, 8): the perceptual hashes counted so far, one array (no per-field stacking)
+    _phashes: np.ndarray = field(default_factory=lambda: np.zeros((0, 8), np.uint8), repr=False)
 
     def _seen(self, sha256: str | None, phash: np.ndarray | None) -> bool:
         if sha256 is not None and sha256 in self._sha256:
             return True
-        if phash is not None and self._phashes:
-            bits = np.unpackbits(np.bitwise_xor(np.stack(self._phashes), phash), axis=1)
+        if phash is not None and len(self._phashes):
+            bits = np.unpackbits(np.bitwise_xor(self._phashes, phash), axis=1)
             return bool(bits.sum(axis=1).min() <= NEAR_DUPLICATE_BITS)
         return False
 
@@ -96,7 +97,7 @@ class SlideTally:
         if sha256 is not None:
             self._sha256.add(sha256)
         if ph is not None:
-            self._phashes.append(ph)
+            self._phashes = np.concatenate([self._phashes, ph.reshape(1, 8)])
         if uncertain:
             self.uncertain += 1
             self.reasons.update(reasons)
