@@ -122,7 +122,8 @@ def test_quick_report_matches_schema(quick):
     for name in ("confusion.png", "shifts.png", "report.md"):
         assert (out / "accuracy" / "tiny-test" / name).is_file(), name
     md = (out / "report.md").read_text()
-    for heading in ("## Headline", "## Machine", "## Classification latency", "## End to end"):
+    headings = ("## Headline", "## Machine", "## Classification latency", "## End to end")
+    for heading in (*headings, "## Folder throughput"):
         assert heading in md
     header = "| model | file (SHA-256), * run here | format | precision | backend |"
     assert header in quick["output"]
@@ -166,6 +167,13 @@ def test_quick_figures_are_consistent(quick):
     for row in r["end_to_end"]["rows"]:
         stages = ("decode", "gate", "segment", "preprocess", "infer", "trust")
         assert row["total_median_ms"] >= max(row[f"{s}_median_ms"] for s in stages)
+
+    picked = [m for m in r["models"] if m.get("picked", True)]
+    folder = r["folder"]["rows"]
+    assert len(folder) == 2 * len(picked)  # one and two threads per bundle this machine runs
+    for row in folder:
+        for stats in (row["fields_per_s"], row["cpu_ms_per_field"]):
+            assert stats["min"] <= stats["median"] <= stats["max"]
 
     shipped = [m["name"] for m in r["models"] if m["source"] == "shipped" and m["picked"]]
     accs = {a["name"]: a for a in r["accuracy"]["models"]}

@@ -1,12 +1,23 @@
-"""End to end, stage by stage: decode -> gate -> segment -> preprocess -> infer -> trust.
+"""End to end, stage by stage: decode -> gate -> segment -> preprocess -> infer -> trust;
+and a folder's throughput, file to logged result.
 
 Each bundle runs the station's own ``FieldPipeline`` (robust segmentation) on encoded
 224 px fields (the data folder's JPEGs, else generated fields as JPEG) and on
 generated 2028x1520 camera frames (JPEG), with one OpenCV and one inference thread.
+
+``folder`` times what ``leukedge run --source folder:DIR --once`` does with a folder of
+224 px JPEG fields, from reading each file to its committed row in a results log: with one
+thread (each field read, decoded, gated, segmented, classified and logged in turn) and with
+two (the station reads ahead on a second thread while the model, on one thread,
+classifies groups of ``station.BATCH`` fields, one commit each). Settings alternate in
+each of ``FOLDER_REPEATS`` rounds; each row gives the median and range of fields per
+second and of CPU time per field (both threads), with the 1-minute load average.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +28,10 @@ from ..edge.classes import CLASSES
 from ..edge.imageio import decode_field
 from ..edge.model import load_model
 from ..edge.pipeline import FieldPipeline
+from ..edge.results_log import ResultsLog
 from ..edge.sources.base import Frame
+from ..edge.sources.hotfolder import FolderSource
+from ..edge.station import BATCH, Station
 from ..edge.synth import synth_field
 from .segmentation import FRAME
 
@@ -34,6 +48,12 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()
+
+
+#: (threads, fields per group) of the folder throughput settings (module doc).
+FOLDER_SETTINGS = ((1, 1), (2, BATCH))
+#: Rounds of the folder settings, and fields in the folder (quick: 1 round of 8).
+FOLDER_REPEATS, FOLDER_FIELDS = 3, 400
 
 
 def inputs(data_dir: Path, quick: bool) -> dict[str, list[bytes]]:
@@ -96,3 +116,80 @@ def run(models: list[dict], data_dir: Path, quick: bool) -> dict:
     finally:
         cv2.setNumThreads(threads)
     return {"threads": 1, "segmentation": "robust", "rows": rows}
+
+
+def _load() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": float(np.median(values)), "min": min(values), "max": max(values)}
+
+
+def folder_throughput(m: dict, folder: Path, work: Path, repeats: int) -> list[dict]:
+    """One row per ``FOLDER_SETTINGS`` entry for bundle record ``m`` on the JPEG files in
+    ``folder`` (module doc)."""
+    model = load_model(m["bundle"], m["backend"], 1, route=m.get("route"))
+    n = len(list(folder.iterdir()))
+    runs: dict[tuple[int, int], list[dict]] = {s: [] for s in FOLDER_SETTINGS}
+    for _ in range(repeats):
+        for threads, batch in FOLDER_SETTINGS:
+            with tempfile.TemporaryDirectory(dir=work) as tmp:
+                log = ResultsLog(tmp)
+                station = Station(model, log, batch=batch)
+                load = _load()
+                t0, c0 = time.perf_counter(), time.process_time()
+                station.run(FolderSource(folder, once=True, settle=0), slide_id="bench")
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                logged = len(log.results("bench"))
+                log.close()
+            if logged != n:
+                raise RuntimeError(f"folder throughput: {logged} of {n} fields logged")
+            runs[threads, batch].append(
+                {"fields_per_s": n / wall, "cpu_ms_per_field": cpu * 1e3 / n, "load": load}
+            )
+    return [
+        {
+            "name": m["name"],
+            "model": m["model"],
+            "route": m.get("route"),
+            "sha256": m.get("sha256"),
+            "backend": m["backend"],
+            "threads": threads,
+            "batch": batch,
+            "fields": n,
+            "repeats": repeats,
+            "fields_per_s": _spread([r["fields_per_s"] for r in rs]),
+            "cpu_ms_per_field": _spread([r["cpu_ms_per_field"] for r in rs]),
+            "load": [r["load"] for r in rs if r["load"] is not None],
+        }
+        for (threads, batch), rs in runs.items()
+    ]
+
+
+def folder_run(models: list[dict], data_dir: Path, quick: bool, work: Path) -> dict:
+    """Folder throughput rows of every bundle record in ``models`` this machine picks."""
+    n = 8 if quick else FOLDER_FIELDS
+    files = sorted((Path(data_dir) / "Original").glob("*/*.jpg"))
+    if files:
+        encoded = [p.read_bytes() for p in files[:: max(1, len(files) // n)][:n]]
+    else:
+        encoded = [_jpeg(synth_field(CLASSES[i % 4], seed=i)[0]) for i in range(n)]
+    folder = Path(work) / "folder"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    for i, data in enumerate(encoded):
+        (folder / f"field-{i:04d}.jpg").write_bytes(data)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        rows = [
+            row
+            for m in models
+            if m.get("picked", True)
+            for row in folder_throughput(m, folder, Path(work), 1 if quick else FOLDER_REPEATS)
+        ]
+    finally:
+        cv2.setNumThreads(threads)
+    return {"input": "field_224", "rows": rows}

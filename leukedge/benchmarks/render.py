@@ -239,6 +239,41 @@ def end_to_end_section(e2e: dict) -> list[str]:
     ]
 
 
+def folder_section(folder: dict) -> list[str]:
+    if not folder["rows"]:
+        return ["## Folder throughput", "", "No bundle to run."]
+
+    def spread(stats: dict, fmt: str) -> str:
+        return f"{stats['median']:{fmt}} ({stats['min']:{fmt}}-{stats['max']:{fmt}})"
+
+    rows = [
+        [
+            r["model"],
+            f"{r['route']} ({r['sha256']})",
+            r["backend"],
+            str(r["threads"]),
+            str(r["batch"]),
+            str(r["fields"]),
+            spread(r["fields_per_s"], ".1f"),
+            spread(r["cpu_ms_per_field"], ".2f"),
+            "/".join(f"{la:.1f}" for la in r["load"]) or "?",
+        ]
+        for r in folder["rows"]
+    ]
+    header = ["model", "file (SHA-256)", "backend", "threads", "batch", "fields"]
+    header += ["fields/s", "CPU ms per field", "load (1 min)"]
+    return [
+        "## Folder throughput (224 px JPEG fields, file to logged result)",
+        "",
+        "`leukedge run --source folder:DIR --once` on a folder of fields, each round a fresh "
+        "results log: one thread, or two (decode, gate and segmentation read ahead on one "
+        "while the model, one inference thread, classifies *batch* fields per call and per "
+        "commit). Median (range) over the rounds; CPU of both threads.",
+        "",
+        *_table(header, rows),
+    ]
+
+
 def accuracy_section(acc: dict) -> list[str]:
     lines = ["## Accuracy and robustness", ""]
     if acc.get("skipped"):
@@ -339,6 +374,8 @@ def markdown(report: dict) -> str:
         *latency_section(report["latency"]),
         "",
         *end_to_end_section(report["end_to_end"]),
+        "",
+        *folder_section(report["folder"]),
         "",
         *accuracy_section(report["accuracy"]),
     ]

@@ -2,12 +2,13 @@
 
 Parts: segmentation (``segmentation``),
 classification latency with the PyTorch and Keras baselines (``latency``), end to end
-(``end_to_end``), accuracy and robustness of trained bundles (``accuracy``) and the
-machine facts (``machine``). Writes ``report.md``, ``report.json`` (its JSON Schema:
-``leukedge/benchmarks/schema.json``), ``latency.png``, ``accuracy_size.png``, and the
-``segmentation/`` and ``accuracy/<model>/`` reports to ``--out`` (default
-``bench/<date>``), and prints the headline table. ``--quick`` (about a minute, for CI)
-runs one thread, a few fields and 64 px models: a smoke test, not figures to quote.
+and a folder's throughput (``end_to_end``), accuracy and robustness of trained bundles
+(``accuracy``) and the machine facts (``machine``). Writes ``report.md``, ``report.json``
+(its JSON Schema: ``leukedge/benchmarks/schema.json``), ``latency.png``,
+``accuracy_size.png``, and the ``segmentation/`` and ``accuracy/<model>/`` reports to
+``--out`` (default ``bench/<date>``), and prints the headline table. ``--quick`` (about a
+minute, for CI) runs one thread, a few fields and 64 px models: a smoke test, not figures
+to quote.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ def run(
     field = str(latency_field(data, work))
     report["latency"] = timed("latency", latency.run, zoo, threads, field, quick)
     report["end_to_end"] = timed("end_to_end", end_to_end.run, zoo["models"], data, quick)
+    report["folder"] = timed("folder", end_to_end.folder_run, zoo["models"], data, quick, work)
     report["accuracy"] = timed(
         "accuracy", _accuracy, zoo["models"], data, split_csv, out, quick, ref
     )
