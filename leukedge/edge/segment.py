@@ -286,8 +286,15 @@ def scale_bar_mask(lab: np.ndarray, window: tuple[float, float] = LABEL_WINDOW) 
     black = (light < 90) & (np.abs(a) < 20) & (np.abs(b) < 20)
     red = (a >= 12) & (b >= 10)
     out = np.zeros((h, w), np.uint8)
+    if not (black.any() or red.any()):
+        return out.view(bool)
+    # grown by one pixel: only the window and the row and column before it can change
+    top, left = max(r0 - 1, 0), max(c0 - 1, 0)
     out[r0:, c0:] = black | red
-    return cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))).view(bool)
+    out[top:, left:] = cv2.dilate(
+        out[top:, left:], cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
+    )
+    return out.view(bool)
 
 
 def robust_thresholds(hist: np.ndarray, min_count: float) -> list[int]:
@@ -333,8 +340,9 @@ def _robust(work: np.ndarray, stages: bool) -> _Parts:
     lab = cv2.cvtColor(norm, cv2.COLOR_RGB2LAB)
     a = cv2.extractChannel(lab, 1)
     label = scale_bar_mask(lab)
-    flags = ["scale-bar"] if label.any() else []
-    free = (~label).view(np.uint8)
+    has_label = bool(label.any())
+    flags = ["scale-bar"] if has_label else []
+    free = (~label).view(np.uint8) if has_label else None
     hist = cv2.calcHist([a], [0], free, [256], [0, 256]).ravel()
     _, _, min_area = scaled_params(*a.shape, ROBUST_CLEANING)
     chain = robust_thresholds(hist, min_area)
@@ -344,8 +352,10 @@ def _robust(work: np.ndarray, stages: bool) -> _Parts:
     elif len(chain) > 1:
         flags.append("resplit")
     for i, t in enumerate(reversed(chain)):
-        split = ((a > t) & ~label).view(np.uint8)
-        mask, stats, centroids, keep = clean(split, ROBUST_CLEANING, label)
+        split = cv2.threshold(a, t, 1, cv2.THRESH_BINARY)[1]  # 1 where a > t
+        if has_label:
+            split[label] = 0
+        mask, stats, centroids, keep = clean(split, ROBUST_CLEANING, label if has_label else None)
         if keep.any():
             if i:
                 flags.append("fallback")
