@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from leukedge.edge import station as station_module
 from leukedge.edge.classes import CLASSES
 from leukedge.edge.model import load_model
 from leukedge.edge.results_log import ResultsLog
@@ -53,7 +54,11 @@ def _run(bundle: Path, folder: Path, results: Path, batch: int, **options):
     return rows, [r.result.source for r in reported]
 
 
-def test_groups_log_the_rows_of_one_at_a_time_in_file_order(tiny_bundle, tmp_path):
+@pytest.mark.parametrize("ahead", [station_module.READ_AHEAD_BYTES, 1])  # 1: one frame ahead
+def test_groups_log_the_rows_of_one_at_a_time_in_file_order(
+    tiny_bundle, tmp_path, monkeypatch, ahead
+):
+    monkeypatch.setattr(station_module, "READ_AHEAD_BYTES", ahead)
     names = _folder(tmp_path / "scans", 11, broken=5)
     one, one_reported = _run(tiny_bundle, tmp_path / "scans", tmp_path / "one", batch=1)
     grouped, reported = _run(tiny_bundle, tmp_path / "scans", tmp_path / "grouped", batch=4)

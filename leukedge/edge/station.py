@@ -52,6 +52,9 @@ SLIDE_PATTERN = "slide-%Y%m%d-%H%M%S"
 #: Default ``batch``: fields of a read-ahead source classified in one model call and
 #: logged in one commit.
 BATCH = 16
+#: Decoded frames the read-ahead thread may hold queued, in bytes (at least one frame):
+#: large camera frames (36 MB at 12 MP) are read one or two ahead, 224 px fields 32.
+READ_AHEAD_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -506,14 +509,20 @@ class Station:
         return self._default
 
     def _read_ahead(self, source: Source) -> Iterator[list[tuple[Frame, Analysis | None]]]:
-        """``source``'s frames in groups of at most ``batch`` (module doc), each frame with
-        its ``analyse`` made on a thread of its own, which reads at most two groups ahead;
-        a frame that ends a slide is a group of its own. Stops that thread on leaving."""
+        """``source``'s frames in groups of about ``batch`` fields (module doc), each frame
+        with its ``analyse`` made on a thread of its own, which reads at most two groups
+        and ``READ_AHEAD_BYTES`` ahead; a frame that ends a slide is a group of its own.
+        Stops that thread on leaving."""
         ready: queue.Queue = queue.Queue(maxsize=2 * self.batch)
-        quit_ = threading.Event()
+        quit_, room = threading.Event(), threading.Condition()
+        held = [0]  # bytes of the frames queued
         pause, end = object(), object()
 
-        def put(item: object) -> None:
+        def put(item: object, size: int = 0) -> None:
+            with room:
+                while held[0] and held[0] + size > READ_AHEAD_BYTES and not quit_.is_set():
+                    room.wait(0.1)
+                held[0] += size
             while not quit_.is_set():
                 try:
                     ready.put(item, timeout=0.1)
@@ -525,7 +534,7 @@ class Station:
             try:
                 for frame in source:
                     analysis = self.pipeline.analyse(frame) if frame.ends_slide is None else None
-                    put((frame, analysis))
+                    put((frame, analysis), 0 if frame.rgb is None else frame.rgb.nbytes)
                     if quit_.is_set():
                         return
             except BaseException as exc:  # raised again in the consumer
@@ -533,12 +542,18 @@ class Station:
             finally:
                 put(end)
 
+        def taken(frame: Frame) -> None:
+            with room:
+                held[0] -= 0 if frame.rgb is None else frame.rgb.nbytes
+                room.notify()
+
         source.idle = lambda: put(pause)
         reader = threading.Thread(target=read, name="leukedge-read-ahead", daemon=True)
         reader.start()
         finished = False
         try:
             group: list[tuple[Frame, Analysis | None]] = []
+            fields = 0
             while True:
                 item = ready.get()
                 if isinstance(item, BaseException):
@@ -546,24 +561,28 @@ class Station:
                         yield group
                     raise item
                 finished = item is end
+                if isinstance(item, tuple):
+                    taken(item[0])
                 if source.stopping:  # stop() before the next frame: the frames read
                     if finished:  # ahead are not logged, so the next run does them
                         return
-                    group = []
+                    group, fields = [], 0
                     continue
                 if item is end or item is pause or item[0].ends_slide is not None:
                     if group:
                         yield group
-                    group = []
+                    group, fields = [], 0
                     if finished:
                         return
                     if item is not pause:
                         yield [item]
                     continue
                 group.append(item)
-                if len(group) >= self.batch:
+                gate = item[1].gate if item[1] is not None else None
+                fields += 1 if gate is None else len(gate.fields)
+                if fields >= self.batch:
                     yield group
-                    group = []
+                    group, fields = [], 0
         finally:
             quit_.set()
             if not finished:
