@@ -75,10 +75,10 @@ def bundle_record(
 
 def route_records(bundle: str | Path, source: str) -> list[dict]:
     """A trained bundle's record for each of its model files (``model.file`` and
-    ``model.routes``), the one this machine picks first."""
+    ``model.routes``, a file listed for several CPUs once), the one this machine picks first."""
     manifest = read_manifest(bundle)
     files = [manifest["model"]["file"], *(r["file"] for r in manifest["model"].get("routes", []))]
-    records = [bundle_record(bundle, source, True, route=f) for f in files]
+    records = [bundle_record(bundle, source, True, route=f) for f in dict.fromkeys(files)]
     return sorted(records, key=lambda r: not r["picked"])
 
 
