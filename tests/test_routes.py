@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -99,44 +101,69 @@ def test_uint8_activations_keep_the_shipped_model_s_outputs_at_any_batch(tmp_pat
         uint8_activations(dst, tmp_path / "again.onnx")
 
 
-def test_add_onnx_route_to_a_copy_of_the_default(tmp_path, monkeypatch):
-    """add-route writes the route, the manifest lists it, this CPU's pick loads (self-test
-    included) and classifies a field as model.file does."""
+def _x86_file(cpu: dict) -> str:
+    """The default bundle's file for a CPU: U8S8 with VNNI, U8U8 on other x86, else S8S8."""
+    if machine_name(cpu["machine"]) != "x86_64":
+        return "model.onnx"
+    vnni = {"avx512_vnni", "avx_vnni"} & set(cpu["features"])
+    return "model-u8s8.onnx" if vnni else "model-u8u8.onnx"
+
+
+def test_add_onnx_routes_to_a_copy_of_the_default(tmp_path, monkeypatch):
+    """add-route writes the x86 routes, the manifest lists them (VNNI first), this CPU's pick
+    loads (self-test included) and classifies a field as model.file does."""
     pytest.importorskip("onnx")
-    import platform
     import shutil
 
     from leukedge.edge.model import MODELS_DIR, load_model
+    from leukedge.edge.selftest import cpu_info
     from leukedge.edge.synth import synth_field
-    from leukedge.export.routes import X86_ROUTE, add_onnx_route
+    from leukedge.export.routes import X86_ROUTES, add_onnx_routes
 
     monkeypatch.delenv(ROUTE_ENV, raising=False)
     bundle = tmp_path / "default"
     shutil.copytree(MODELS_DIR / "default", bundle)
-    entry = add_onnx_route(bundle)
-    assert entry["file"] == X86_ROUTE["file"] and entry["quantization"]["activation"] == "uint8"
-    assert entry["input"]["dtype"] == "uint8" and entry["input"]["shape"] == [-1, 112, 112, 12]
+    entries = add_onnx_routes(bundle)
+    assert [e["file"] for e in entries] == [r["file"] for r in X86_ROUTES]
+    assert [e.get("features") for e in entries] == [["avx512_vnni"], ["avx_vnni"], None]
+    assert [e["quantization"]["weight"] for e in entries] == ["int8", "int8", "uint8"]
+    for e in entries:
+        assert e["input"]["dtype"] == "uint8" and e["input"]["shape"] == [-1, 112, 112, 12]
     picked = load_model(bundle, threads=1)
-    x86 = machine_name(platform.machine()) == "x86_64"
-    assert picked.route.file == (X86_ROUTE["file"] if x86 else "model.onnx")
+    assert picked.route.file == _x86_file(cpu_info())
     field = synth_field("Pro", seed=0)[0]
     portable = load_model(bundle, threads=1, route="model.onnx")
-    a, b = picked.predict(field).probabilities, portable.predict(field).probabilities
-    assert max(abs(a[k] - b[k]) for k in a) < 1e-3
+    for route in ("model-u8s8.onnx", "model-u8u8.onnx"):
+        a = load_model(bundle, threads=1, route=route).predict(field).probabilities
+        b = portable.predict(field).probabilities
+        assert max(abs(a[k] - b[k]) for k in a) < 1e-3
+
+
+ALDER_LAKE = {"machine": "x86_64", "features": ["avx2", "avx_vnni"]}
+
+
+@pytest.mark.parametrize("cpu", [X86_VNNI, X86, PI5, PI3, ALDER_LAKE])
+def test_the_shipped_default_routes_vnni_to_u8s8_other_x86_to_u8u8(cpu, monkeypatch):
+    """U8S8 only where VNNI sums uint8 x int8 products exactly (elsewhere x86 kernels
+    saturate 16-bit pair sums); other x86 CPUs the exact U8U8 file; Arm the portable file."""
+    from leukedge.edge.model import resolve_bundle
+
+    monkeypatch.delenv(ROUTE_ENV, raising=False)
+    folder = resolve_bundle("default")
+    manifest = json.loads((folder / "leukedge.json").read_text())
+    assert choose_route(manifest, "m.json", cpu).file == _x86_file(cpu)
 
 
 def test_the_shipped_default_runs_its_x86_route_with_the_same_outputs(monkeypatch):
-    """The default bundle ships model-u8s8.onnx for x86-64; it passes the bundle's self-test
-    and classifies like model.file."""
-    import platform
-
+    """The default bundle ships x86-64 routes; the one this CPU picks passes the bundle's
+    self-test and classifies like model.file."""
     from leukedge.edge.model import load_model
+    from leukedge.edge.selftest import cpu_info
     from leukedge.edge.synth import synth_field
 
     monkeypatch.delenv(ROUTE_ENV, raising=False)
     picked = load_model("default", threads=1)
-    x86 = machine_name(platform.machine()) == "x86_64"
-    assert picked.route.file == ("model-u8s8.onnx" if x86 else "model.onnx")
+    assert picked.route.file == _x86_file(cpu_info())
     portable = load_model("default", threads=1, route="model.onnx")
     field = synth_field("Pre", seed=1)[0]
     a, b = picked.predict(field), portable.predict(field)

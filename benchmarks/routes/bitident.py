@@ -5,7 +5,8 @@ temperature, "features") of every validation and test field of runs/split4/split
 and under each shift of ``leukedge.evaluation.shifts.SHIFTS``, one field per inference as the
 station runs them (``Model.prepare_batch`` -> ``Model.outputs``), for each model file of each
 shipped bundle (``model.file`` and its routes). ``check`` passes only when every array is
-bit-identical (``np.array_equal``) to the recorded one.
+bit-identical (``np.array_equal``) to the recorded one (a file added since the record,
+``SAME_AS``, to the one of the file it must equal).
 
     python benchmarks/routes/bitident.py record runs/perf/bitident-before.npz
     python benchmarks/routes/bitident.py check runs/perf/bitident-before.npz
@@ -22,7 +23,12 @@ from leukedge.edge.model import load_model
 from leukedge.evaluation.shifts import SHIFTS
 
 SPLIT = "runs/split4/split.csv"
-FILES = {"default": ("model.onnx", "model-u8s8.onnx"), "mobilenetv2": ("model.tflite",)}
+FILES = {
+    "default": ("model.onnx", "model-u8s8.onnx", "model-u8u8.onnx"),
+    "mobilenetv2": ("model.tflite",),
+}
+#: A file added since the record was made, checked against the file it must equal.
+SAME_AS = {"model-u8u8.onnx": "model-u8s8.onnx"}
 
 
 def outputs() -> dict[str, np.ndarray]:
@@ -54,17 +60,18 @@ def main(mode: str, path: str) -> int:
         np.savez_compressed(path, **found)
         print(f"recorded {len(found)} arrays to {path}")
         return 0
-    with np.load(path) as ref:
-        keys = sorted(set(ref.files) | set(found))
-        bad = [k for k in keys if k not in ref.files or k not in found]
-        bad += [k for k in keys if k not in bad and not np.array_equal(ref[k], found[k])]
-        for k in bad:
-            diff = (
-                float(np.abs(ref[k] - found[k]).max())
-                if k in ref.files and k in found
-                else "missing"
-            )
-            print(f"DIFFERS {k}: {diff}")
+    with np.load(path) as record:
+        ref = {k: record[k] for k in record.files}
+    for key in found:
+        bundle, file, rest = key.split("/", 2)
+        if key not in ref and file in SAME_AS:
+            ref[key] = ref.get(f"{bundle}/{SAME_AS[file]}/{rest}")
+    keys = sorted(set(ref) | set(found))
+    bad = [k for k in keys if ref.get(k) is None or k not in found]
+    bad += [k for k in keys if k not in bad and not np.array_equal(ref[k], found[k])]
+    for k in bad:
+        missing = ref.get(k) is None or k not in found
+        print(f"DIFFERS {k}: {'missing' if missing else float(np.abs(ref[k] - found[k]).max())}")
     n = sum(len(v) for k, v in found.items() if k.endswith("/probabilities"))
     print(f"{len(keys) - len(bad)}/{len(keys)} arrays bit-identical ({n} field outputs)")
     return 1 if bad else 0

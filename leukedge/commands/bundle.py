@@ -156,11 +156,14 @@ def add_self_test(
 def add_route(
     bundle: str = typer.Argument(..., help="Bundle folder, its leukedge.json, or a shipped name."),
 ) -> None:
-    """Add the x86-64 route of an S8S8 ONNX bundle: model-u8s8.onnx, the same network with
-    uint8 activations (the same quantized values; ONNX Runtime's x86 INT8 kernels take them),
-    checked against model.file on the known answers; x86-64 machines then run it. Re-stamps
-    the SHA-256s. Run it again after any change to the model file (add-trust first)."""
-    from ..export.routes import add_onnx_route
+    """Add the x86-64 routes of an S8S8 ONNX bundle: the same network with uint8 activations
+    (the same quantized values), uint8 pixels in 2x2 patches instead of the float input:
+    model-u8s8.onnx for CPUs with VNNI, model-u8u8.onnx (uint8 weights too) for the others;
+    each checked against model.file on the known answers; x86-64 machines then run the one
+    for their CPU. Re-stamps the SHA-256s. Run it again after any change to the model file
+    (add-trust first)."""
+    from ..export.routes import add_onnx_routes
 
-    entry = add_onnx_route(bundle)
-    print(f"{entry['file']}: route for {', '.join(entry['machines'])} ({entry['why']})")
+    for entry in add_onnx_routes(bundle):
+        needs = " + ".join(entry["machines"] + entry.get("features", []))
+        print(f"{entry['file']}: route for {needs} ({entry['why']})")

@@ -7,8 +7,17 @@ the shipped YOLO11n-cls at 3.2x the CPU time of the same network with uint8 acti
 ``uint8_activations`` rewrites an S8S8 QDQ model so that every activation
 QuantizeLinear/DequantizeLinear keeps its scale and gets zero point + 128: uint8 = int8 + 128
 on the same grid and clip range, so each quantized value, and so the outputs, stay as they
-were (``add_onnx_route`` checks it on the bundle's known answers). Reshape targets that
+were (``add_onnx_routes`` checks it on the bundle's known answers). Reshape targets that
 fix batch 1 are made batch-agnostic, so batches run in one inference.
+
+Only VNNI (``vpdpbusd``) sums those uint8 x int8 products exactly in 32 bits. Without it
+MLAS's uint8 x int8 kernels (``vpmaddubsw``) add pairs of products in 16 bits and saturate
+(ONNX Runtime's quantization documentation says so), which full-range int8 weights (up to
+127 x 255 per product) reach: on an AVX2 CPU without VNNI (valgrind's CPU, which lacks
+AVX-512) the uint8-activation file gave probabilities off by up to 0.99 and failed the
+bundle's self-test, where model.file was exact. ``uint8_weights`` moves the weights to
+uint8 as well (+ 128, zero point + 128: the same integers), which MLAS multiplies in
+16 x 16 -> 32 bits, exactly, on every x86 CPU; that file is the route for x86 without VNNI.
 
 ``integer_input`` then moves the model's first step, QuantizeLinear of the float input
 (pixel / 255 for YOLO: exactly the pixel value), out to the station, which looks the
@@ -35,13 +44,26 @@ from leukedge.edge.bundle import MANIFEST, read_manifest, write_manifest
 from leukedge.edge.model import resolve_bundle
 from leukedge.errors import UsageError
 
-#: The route ``add_onnx_route`` writes: file, machines and why.
-X86_ROUTE = {
-    "file": "model-u8s8.onnx",
-    "machines": ["x86_64"],
-    "why": "uint8 activations: ONNX Runtime's x86-64 INT8 kernels (AVX2, VNNI) take them; "
-    "uint8 NHWC pixels in 2x2 patches; same arithmetic as model.file",
-}
+_PIXELS = "uint8 NHWC pixels in 2x2 patches; the same integers as model.file"
+#: The x86-64 routes ``add_onnx_routes`` writes, in the order they are tried (first fit wins).
+X86_ROUTES = (
+    *(
+        {
+            "file": "model-u8s8.onnx",
+            "machines": ["x86_64"],
+            "features": [vnni],
+            "why": f"{vnni}: uint8 x int8 products summed exactly in 32 bits, ONNX Runtime's "
+            f"fastest x86 INT8 kernels; {_PIXELS}",
+        }
+        for vnni in ("avx512_vnni", "avx_vnni")
+    ),
+    {
+        "file": "model-u8u8.onnx",
+        "machines": ["x86_64"],
+        "why": "x86-64 without VNNI: uint8 x int8 kernels there saturate 16-bit pair sums, so "
+        f"uint8 weights too (exact U8U8 kernels); {_PIXELS}",
+    },
+)
 #: Largest difference allowed between the route file's outputs and ``model.file``'s: the
 #: rewrite keeps every quantized value, so only rounding in other kernels remains. Class
 #: probabilities: absolute; other outputs (the pooled features, whose average can round one
@@ -263,13 +285,54 @@ def space_to_depth_stem(src: str | Path, dst: str | Path) -> Path:
     return dst
 
 
-def add_onnx_route(bundle: str | Path, route: dict = X86_ROUTE) -> dict:
-    """Write ``route["file"]`` (``uint8_activations`` of the bundle's S8S8 ``model.file``) into
-    the bundle, check that every output matches ``model.file``'s on the self-test's known
-    answers (within ``ROUTE_TOLERANCE``; else the file is removed and ``UsageError``), add
-    ``route`` to ``model.routes`` (replacing one for the same file) and re-stamp the manifest.
-    Returns the route entry. The self-test stays valid: it checks whichever file a machine
-    picks against the same answers."""
+def uint8_weights(src: str | Path, dst: str | Path) -> Path:
+    """Write the QDQ ONNX ``src`` with every int8 constant a DequantizeLinear reads (weights)
+    as uint8 + 128 and its zero point + 128 (module doc) to ``dst``; ``ValueError`` when
+    there is none."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    init = {i.name: i for i in graph.initializer}
+    moved: dict[str, str] = {}
+
+    def uint8_copy(name: str) -> str:
+        if name not in moved:
+            moved[name] = f"{name}_uint8"
+            value = numpy_helper.to_array(init[name]).astype(np.int16) + 128
+            graph.initializer.append(numpy_helper.from_array(value.astype(np.uint8), moved[name]))
+        return moved[name]
+
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in init or len(node.input) < 3:
+            continue
+        if numpy_helper.to_array(init[node.input[0]]).dtype != np.int8:
+            continue
+        if numpy_helper.to_array(init[node.input[2]]).dtype != np.int8:
+            raise ValueError(f"{src}: int8 constant {node.input[0]} with a non-int8 zero point")
+        node.input[0], node.input[2] = uint8_copy(node.input[0]), uint8_copy(node.input[2])
+    if not moved:
+        raise ValueError(f"{src}: no int8 weights (not an S8 QDQ model)")
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.checker.check_model(model)
+    dst = Path(dst)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def add_onnx_routes(bundle: str | Path) -> list[dict]:
+    """Write the files of ``X86_ROUTES`` into the bundle: ``uint8_activations``,
+    ``integer_input`` and ``space_to_depth_stem`` of its S8S8 ``model.file``, and that with
+    ``uint8_weights``; check that each gives ``model.file``'s outputs on the self-test's known
+    answers (within ``ROUTE_TOLERANCE``) and the integers ONNX Runtime's QuantizeLinear would
+    for every pixel value (else the files are removed and ``UsageError``); list them in
+    ``model.routes`` (replacing entries for the same files) and re-stamp the manifest. Returns
+    the entries. The self-test stays valid: it checks whichever file a machine picks against
+    the same answers."""
     folder = resolve_bundle(bundle)
     manifest = read_manifest(folder)
     where = folder / MANIFEST
@@ -280,31 +343,41 @@ def add_onnx_route(bundle: str | Path, route: dict = X86_ROUTE) -> dict:
         raise UsageError(f"{where}: model.file is not an S8S8 ONNX model; no route to add")
     if "self_test" not in manifest:
         raise UsageError(f"{where}: no self-test to check the route on; run add-self-test first")
-    dst = folder / route["file"]
-    space_to_depth_stem(integer_input(uint8_activations(folder / model["file"], dst), dst), dst)
-    try:
-        inputs = _integer_inputs(folder, manifest, route["file"])
-    except ValueError as exc:
-        dst.unlink()
-        raise UsageError(f"{dst}: {exc}; not added") from exc
-    diffs = _differences(folder, manifest, model["file"], route["file"])
-    if off := {k: d for k, d in diffs.items() if d > ROUTE_TOLERANCE[k]}:
-        dst.unlink()
-        raise UsageError(
-            f"{dst}: differs from {model['file']} on the known answers ({off}, tolerance "
-            f"{ROUTE_TOLERANCE}); not added"
-        )
-    quantization = {**(model.get("quantization") or {}), "activation": "uint8"}
-    entry = {
-        **route,
-        "precision": model.get("precision", "int8"),
-        "quantization": quantization,
-        "input": inputs[0] if len(inputs) == 1 else inputs,
+    u8s8, u8u8 = (folder / f for f in dict.fromkeys(r["file"] for r in X86_ROUTES))
+    pixels = integer_input(uint8_activations(folder / model["file"], u8s8), u8s8)
+    uint8_weights(space_to_depth_stem(pixels, u8s8), u8u8)
+    base = model.get("quantization") or {}
+    quantization = {
+        u8s8.name: {**base, "activation": "uint8"},
+        u8u8.name: {**base, "activation": "uint8", "weight": "uint8"},
     }
-    routes = [r for r in model.get("routes", []) if r.get("file") != route["file"]]
-    manifest["model"] = {**model, "routes": [entry, *routes]}
+    inputs = {}
+    for dst in (u8s8, u8u8):
+        try:
+            inputs[dst.name] = _integer_inputs(folder, manifest, dst.name)
+            diffs = _differences(folder, manifest, model["file"], dst.name)
+            if off := {k: d for k, d in diffs.items() if d > ROUTE_TOLERANCE[k]}:
+                raise ValueError(
+                    f"differs from {model['file']} on the known answers ({off}, tolerance "
+                    f"{ROUTE_TOLERANCE})"
+                )
+        except ValueError as exc:
+            u8s8.unlink(missing_ok=True)
+            u8u8.unlink(missing_ok=True)
+            raise UsageError(f"{dst}: {exc}; no route added") from exc
+    entries = [
+        {
+            **route,
+            "precision": model.get("precision", "int8"),
+            "quantization": quantization[route["file"]],
+            "input": ins[0] if len(ins := inputs[route["file"]]) == 1 else ins,
+        }
+        for route in X86_ROUTES
+    ]
+    routes = [r for r in model.get("routes", []) if r.get("file") not in quantization]
+    manifest["model"] = {**model, "routes": [*entries, *routes]}
     write_manifest(folder, manifest)
-    return entry
+    return entries
 
 
 def _quantize_linear(x: np.ndarray, scale: float, zero_point: np.ndarray) -> np.ndarray:
