@@ -98,7 +98,10 @@ def space_to_depth(x: np.ndarray, block: int) -> np.ndarray:
     if h % block or w % block:
         raise BundleError(f"a {h}x{w} input does not split into {block}x{block} patches")
     rows = x.reshape(n, h // block, block, w // block, block * c)
-    return np.stack([cv2.merge([r[:, k] for k in range(block)]) for r in rows])
+    out = np.empty((n, h // block, w // block, block * block * c), x.dtype)
+    for r, o in zip(rows, out):
+        cv2.merge([r[:, k] for k in range(block)], dst=o)
+    return out
 
 
 def _feeds(
