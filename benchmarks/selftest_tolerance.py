@@ -198,6 +198,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in [] if args.skip_variants else names:
             model = load_model(name, self_test=False)
+            # The variants swap in runtimes of model.file, so that is the file to run here.
+            model = load_model(name, self_test=False, route=model.manifest["model"]["file"])
             name = model.bundle.name
             _, arrays = known_answer_set(model)
             known = [arrays[f"view_{i}"] for i in model.manifest.get("inputs", ["field"])]
