@@ -1,25 +1,30 @@
 """CPU time of the shipped bundles' input path and inference at one thread, before/after.
 
-Compares, in one process with the calls interleaved (A, B, A, B... on each field, so load
-from other processes hits both alike), the float input path (the model fed
-``scale_view`` float32 and quantizing it itself: the shipped route as it was, passed as
-``--before BUNDLE``, and MobileNetV2 with its pixel table switched off) against the
-bundle as it is now. Per call, the CPU time of this thread (``time.thread_time``, which
-waiting for a core does not inflate), over 40 validation fields x ``CALLS`` rounds:
+Loads each shipped bundle twice in one process, as this checkout has it and as an older
+source tree (``--before``: a ``git archive`` of an earlier commit, its code and its
+bundles, imported under another package name) has it, and calls both alternately on each
+field (A, B, A, B...), so load from other processes hits both alike. Per call, the CPU
+time of this thread (``time.thread_time``, which waiting for a core does not inflate), over
+40 validation fields x ``ROUNDS`` rounds:
 
 - ``prepare``: ``Model.prepare_batch([field])`` (white balance, resize, the model's input);
 - ``infer``: ``Model.outputs`` on that input (the backend call: ``leukedge bench``'s
   inference);
 - ``predict``: ``Model.predict(field)`` (field to result: prepare, infer, trust).
 
-    python benchmarks/routes/time_predict.py [--before runs/perf/before-src/leukedge/models/default]
+    git archive fe27946 leukedge | tar -x -C runs/perf/before-src
+    python benchmarks/routes/time_predict.py --before runs/perf/before-src
 
 prints the median and the 10th percentile (closest to an idle core) of each, in ms.
 """
 
 import argparse
+import importlib
+import importlib.util
 import os
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -28,20 +33,26 @@ from leukedge.data.split import read_split
 from leukedge.edge.imageio import read_field
 from leukedge.edge.model import load_model
 
-N_FIELDS, CALLS = 40, 15
+N_FIELDS, ROUNDS = 40, 15
 
 
-def float_path(model):
-    """A shallow copy of ``model`` fed float32 as before the pixel tables."""
-    clone = object.__new__(type(model))
-    clone.__dict__.update(model.__dict__, input_luts=[None] * len(model.input_luts))
-    return clone
+def load_before(tree: str):
+    """``load_model`` of the ``leukedge`` package in ``tree``, imported as ``leukedge_before``
+    (``leukedge.edge`` imports only itself, relatively)."""
+    package = Path(tree) / "leukedge"
+    spec = importlib.util.spec_from_file_location(
+        "leukedge_before", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["leukedge_before"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("leukedge_before.edge.model").load_model
 
 
 def timings(pairs: dict, fields: list) -> dict:
     """{label: {figure: [ms per call]}}, the labels' calls interleaved per field."""
     out = {label: {"prepare": [], "infer": [], "predict": []} for label in pairs}
-    for _ in range(CALLS):
+    for _ in range(ROUNDS):
         for f in fields:
             for label, model in pairs.items():
                 t0 = time.thread_time()
@@ -60,19 +71,15 @@ def timings(pairs: dict, fields: list) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--before", help="the default bundle as it was (its float-input route)")
+    parser.add_argument("--before", required=True, help="older source tree (with leukedge/)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     rows = [r for r in read_split("runs/split4/split.csv") if r.split == "val"][:N_FIELDS]
     fields = [read_field(r.path) for r in rows]
-    now = load_model("default", threads=1)
-    default = {"default now": now}
-    if args.before:
-        default["default before"] = load_model(args.before, threads=1)
-    mobilenet = load_model("mobilenetv2", threads=1)
-    tflite = {"mobilenetv2 now": mobilenet, "mobilenetv2 float input": float_path(mobilenet)}
+    load_old = load_before(args.before)
     load = [os.getloadavg()[0]]
-    for pairs in (default, tflite):
+    for bundle in ("default", "mobilenetv2"):
+        pairs = {"now": load_model(bundle, threads=1), "before": load_old(bundle, threads=1)}
         for model in pairs.values():  # warm up
             for f in fields[:5]:
                 model.predict(f)
@@ -81,7 +88,7 @@ def main() -> None:
                 f"{k} {np.median(v):.3f} (p10 {np.percentile(v, 10):.3f})"
                 for k, v in figures.items()
             )
-            print(f"{label} [{pairs[label].route.file}]: {text} ms CPU per call")
+            print(f"{bundle} {label} [{pairs[label].route.file}]: {text} ms CPU per call")
         load.append(os.getloadavg()[0])
     print(f"load average (1 min) {min(load):.1f}-{max(load):.1f}")
 
