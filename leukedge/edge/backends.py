@@ -58,7 +58,7 @@ class IntegerInput:
     one position of ``block * block * C`` channels (patch row, column, channel order: a
     space-to-depth), (N, S / block, S / block, block * block * C). An ONNX route takes NHWC
     pixels in 2 x 2 patches (``leukedge.export.routes``): ONNX Runtime's INT8 convolutions run
-    NHWC, and its first convolution runs twice as fast on 12 channels as on 3."""
+    NHWC, and it runs the network's first convolution twice as fast on 12 channels as on 3."""
 
     dtype: np.dtype
     scale: float
