@@ -43,7 +43,8 @@ def _bundle(p: dict):
     model.predict(field)
     cold = time.time() - p["spawned"]
     x = model.prepare_batch([field])  # the input the model file takes (integers for INT8 ones)
-    return cold, lambda: model.probabilities(x), lambda: model.predict(field)
+    # infer: the network alone (the temperature is trust, as in the end-to-end stages)
+    return cold, lambda: model.outputs(x), lambda: model.predict(field)
 
 
 def _ultralytics(p: dict):
