@@ -1,11 +1,16 @@
 """CPU time of the shipped bundles' input path and inference at one thread, before/after.
 
-Loads each shipped bundle twice in one process, as this checkout has it and as an older
-source tree (``--before``: a ``git archive`` of an earlier commit, its code and its
-bundles, imported under another package name) has it, and calls both alternately on each
-field (A, B, A, B...), so load from other processes hits both alike. Per call, the CPU
-time of this thread (``time.thread_time``, which waiting for a core does not inflate), over
-40 validation fields x ``ROUNDS`` rounds:
+Loads each shipped bundle twice in one process and calls both alternately on each field
+(A, B, A, B...), so load from other processes hits both alike. "Before" is either
+
+- ``--before TREE``: an older source tree (a ``git archive`` of an earlier commit: its
+  code and its bundles, imported under another package name), so every change since counts;
+- ``--before-route FILE``: this checkout's code with the default's route replaced by an
+  older route file that takes the float input (and MobileNetV2 fed float32, quantized by
+  the backend, as before the pixel tables): the input path alone.
+
+Per call, the CPU time of this thread (``time.thread_time``, which waiting for a core does
+not inflate), over 40 validation fields x ``ROUNDS`` rounds:
 
 - ``prepare``: ``Model.prepare_batch([field])`` (white balance, resize, the model's input);
 - ``infer``: ``Model.outputs`` on that input (the backend call: ``leukedge bench``'s
@@ -14,6 +19,8 @@ time of this thread (``time.thread_time``, which waiting for a core does not inf
 
     git archive fe27946 leukedge | tar -x -C runs/perf/before-src
     python benchmarks/routes/time_predict.py --before runs/perf/before-src
+    python benchmarks/routes/time_predict.py \
+        --before-route runs/perf/before-src/leukedge/models/default/model-u8s8.onnx
 
 prints the median and the 10th percentile (closest to an idle core) of each, in ms.
 """
@@ -30,6 +37,7 @@ import cv2
 import numpy as np
 
 from leukedge.data.split import read_split
+from leukedge.edge.backends import open_backend
 from leukedge.edge.imageio import read_field
 from leukedge.edge.model import load_model
 
@@ -47,6 +55,15 @@ def load_before(tree: str):
     sys.modules["leukedge_before"] = module
     spec.loader.exec_module(module)
     return importlib.import_module("leukedge_before.edge.model").load_model
+
+
+def float_input(model, route_file: str | None = None):
+    """A shallow copy of ``model`` fed float32 (no pixel table), on ``route_file`` if given."""
+    clone = object.__new__(type(model))
+    clone.__dict__.update(model.__dict__, input_luts=[None] * len(model.input_luts))
+    if route_file:
+        clone.backend = open_backend(route_file, threads=1)
+    return clone
 
 
 def timings(pairs: dict, fields: list) -> dict:
@@ -71,15 +88,22 @@ def timings(pairs: dict, fields: list) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--before", required=True, help="older source tree (with leukedge/)")
+    before = parser.add_mutually_exclusive_group(required=True)
+    before.add_argument("--before", help="older source tree (with leukedge/)")
+    before.add_argument("--before-route", help="older float-input route file of default")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     rows = [r for r in read_split("runs/split4/split.csv") if r.split == "val"][:N_FIELDS]
     fields = [read_field(r.path) for r in rows]
-    load_old = load_before(args.before)
+    load_old = load_before(args.before) if args.before else None
     load = [os.getloadavg()[0]]
     for bundle in ("default", "mobilenetv2"):
-        pairs = {"now": load_model(bundle, threads=1), "before": load_old(bundle, threads=1)}
+        now = load_model(bundle, threads=1)
+        if load_old is not None:
+            old = load_old(bundle, threads=1)
+        else:
+            old = float_input(now, args.before_route if bundle == "default" else None)
+        pairs = {"now": now, "before": old}
         for model in pairs.values():  # warm up
             for f in fields[:5]:
                 model.predict(f)
