@@ -193,6 +193,16 @@ def integer_input(src: str | Path, dst: str | Path, layout: str = "NHWC") -> Pat
         }
     if not described:
         raise ValueError(f"{src}: no float input read only by a QuantizeLinear (not a QDQ model?)")
+    return _save_integer_input(model, described, dst)
+
+
+def _save_integer_input(model, described: dict, dst: str | Path) -> Path:
+    """Save an ONNX ``model`` whose inputs ``described`` (name -> their integer encoding)
+    are recorded in its ``leukedge.input`` metadata, without the initializers it no longer
+    reads, checked, to ``dst``."""
+    import onnx
+
+    graph = model.graph
     props = [p for p in model.metadata_props if p.key != INPUT_METADATA]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
@@ -271,18 +281,7 @@ def space_to_depth_stem(src: str | Path, dst: str | Path) -> Path:
     shape[1].dim_value, shape[2].dim_value = dims[1] // 2, dims[2] // 2
     shape[3].dim_value = dims[3] * 4
     described[inp.name]["block"] = 2
-    props = [p for p in model.metadata_props if p.key != INPUT_METADATA]
-    del model.metadata_props[:]
-    model.metadata_props.extend(props)
-    model.metadata_props.add(key=INPUT_METADATA, value=json.dumps(described))
-    used = {n for node in graph.node for n in node.input}
-    kept = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    onnx.checker.check_model(model)
-    dst = Path(dst)
-    onnx.save(model, str(dst))
-    return dst
+    return _save_integer_input(model, described, dst)
 
 
 def uint8_weights(src: str | Path, dst: str | Path) -> Path:
