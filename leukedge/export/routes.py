@@ -119,14 +119,7 @@ def uint8_activations(src: str | Path, dst: str | Path) -> Path:
     # Inferred shapes of inner tensors still say batch 1: ONNX Runtime would warn on every
     # batched run that the outputs do not match them.
     del graph.value_info[:]
-    used = {name for node in graph.node for name in node.input}
-    kept = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    onnx.checker.check_model(model)
-    dst = Path(dst)
-    onnx.save(model, str(dst))
-    return dst
+    return _save(model, dst)
 
 
 def integer_input(src: str | Path, dst: str | Path, layout: str = "NHWC") -> Path:
@@ -197,16 +190,21 @@ def integer_input(src: str | Path, dst: str | Path, layout: str = "NHWC") -> Pat
 
 
 def _save_integer_input(model, described: dict, dst: str | Path) -> Path:
-    """Save an ONNX ``model`` whose inputs ``described`` (name -> their integer encoding)
-    are recorded in its ``leukedge.input`` metadata, without the initializers it no longer
-    reads, checked, to ``dst``."""
-    import onnx
-
-    graph = model.graph
+    """``_save`` an ONNX ``model`` with its integer inputs ``described`` (name -> their
+    encoding) in its ``leukedge.input`` metadata."""
     props = [p for p in model.metadata_props if p.key != INPUT_METADATA]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
     model.metadata_props.add(key=INPUT_METADATA, value=json.dumps(described))
+    return _save(model, dst)
+
+
+def _save(model, dst: str | Path) -> Path:
+    """Save an ONNX ``model`` without the initializers it no longer reads, checked, to
+    ``dst``."""
+    import onnx
+
+    graph = model.graph
     used = {name for node in graph.node for name in node.input}
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
@@ -313,14 +311,7 @@ def uint8_weights(src: str | Path, dst: str | Path) -> Path:
         node.input[0], node.input[2] = uint8_copy(node.input[0]), uint8_copy(node.input[2])
     if not moved:
         raise ValueError(f"{src}: no int8 weights (not an S8 QDQ model)")
-    used = {name for node in graph.node for name in node.input}
-    kept = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    onnx.checker.check_model(model)
-    dst = Path(dst)
-    onnx.save(model, str(dst))
-    return dst
+    return _save(model, dst)
 
 
 def add_onnx_routes(bundle: str | Path) -> list[dict]:
