@@ -30,7 +30,7 @@ def add_trust(
         None, "--data", help="The data set's folder, when it has moved since the split was made."
     ),
     percentile: float = typer.Option(
-        99.5, "--percentile", help="Validation percentile of the feature distance flagged above."
+        99.5, "--percentile", help="Percentile of the held-out feature distances flagged above."
     ),
     target: float = typer.Option(
         0.995, "--target", help="Accuracy the confident validation fields must reach."

@@ -21,7 +21,7 @@ grey image itself (the green channel's darkness, no threshold) is largest. Grey 
 pale lines between touching cells that a threshold loses; its spread over the training fields is
 no smaller, but its errors are not the mask's, so a frame under either ruler's training band is
 flagged (on the training and validation fields of the Taleqani set, with each ruler's band at
-its 0.5th percentile: 6% of 0.5x frames pass the mask ruler alone, under 1% both).
+its 0.5th percentile: 6% of 0.5x frames pass the mask ruler alone, 1-2% both).
 
 Frames larger than ``WORK_SIDE`` are measured on a downscaled copy, and again on a central crop
 at a finer resolution when the cells turn out small on that copy.
@@ -307,14 +307,13 @@ class ScaleCheck:
     ``diameter`` is the measured red-cell diameter (px, NaN if unmeasured), ``factor`` the
     frame's pixels per training pixel applied by ``normalise`` (1.0: left as it is),
     ``reason`` is ``"scale"`` or ``"too-small"`` when the frame cannot be brought to the
-    training scale, else None; ``texture`` and ``stained`` as ``measure_cells`` gives them.
+    training scale, else None; ``stained`` is the share of stained pixels (``measure_cells``).
     """
 
     diameter: float
     factor: float
     reason: str | None = None
     stained: float = float("nan")
-    texture: float = float("nan")
 
 
 def check_scale(rgb: np.ndarray, ref: dict) -> ScaleCheck:
@@ -323,14 +322,14 @@ def check_scale(rgb: np.ndarray, ref: dict) -> ScaleCheck:
     if min(h, w) < MIN_SIDE_PX:
         return ScaleCheck(float("nan"), 1.0, "too-small")
     m = measure_cells(rgb)
-    d, texture, stained = m.diameter, m.texture, m.stained
+    d, stained = m.diameter, m.stained
     lo, hi = ref["band_px"]
-    if not np.isfinite(d) or d < lo or texture < float(ref.get("texture_min_px", 0.0)):
-        return ScaleCheck(d, 1.0, "scale", stained, texture)
+    if not np.isfinite(d) or d < lo or m.texture < float(ref.get("texture_min_px", 0.0)):
+        return ScaleCheck(d, 1.0, "scale", stained)
     factor = 1.0 if d <= hi else d / float(ref["diameter_px"])
     if min(h, w) / factor < MIN_FIELD_SHARE * float(ref["field_px"]):
-        return ScaleCheck(d, factor, "scale" if factor > 1.0 else "too-small", stained, texture)
-    return ScaleCheck(d, factor, None, stained, texture)
+        return ScaleCheck(d, factor, "scale" if factor > 1.0 else "too-small", stained)
+    return ScaleCheck(d, factor, None, stained)
 
 
 def normalise(rgb: np.ndarray, factor: float) -> np.ndarray:

@@ -60,7 +60,7 @@ from .common import class_indices
 from .features import add_feature_output, model_outputs
 from .selftest import add_self_test
 
-#: Validation percentile of the feature distance above which a field is out of distribution.
+#: Percentile of the held-out feature distances above which a field is out of distribution.
 DEFAULT_PERCENTILE = 99.5
 #: Accuracy the confident validation fields must reach at the low-confidence threshold.
 DEFAULT_TARGET = 0.995
