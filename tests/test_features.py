@@ -218,6 +218,12 @@ def test_add_trust_writes_figures_the_model_uses(tmp_path):
     assert 0 <= report["train_out_of_fold_flagged"] <= 0.1
     model = load_model(folder, self_test=False)  # SHA-256s re-stamped
     assert model.notes == () and model.feature_stats.n == 32
+    lower = model.manifest["trust"]["scale"]["lower"]  # 64 px fields: read unshrunk
+    assert (
+        lower["n"] == 32
+        and lower["step"] == 1
+        and 0 <= report["lower_magnification"]["val_flagged"] <= 1
+    )
     after = model.predict(np.full((32, 32, 3), 120, np.uint8))
     assert after.label == before.label and after.ood_score is not None
     shutil.move(tmp_path / "data", tmp_path / "moved")

@@ -32,6 +32,7 @@ from leukedge.edge.slide import REFER_FLAGGED, SlideTally
 from leukedge.edge.sources import Frame
 from leukedge.edge.synth import synth_field
 from leukedge.evaluation.shifts import adjust_hsv, scale_channels
+from leukedge.export.magnification import fit_lower_magnification
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/taleqani-all"
 #: Clean synthetic fields: every class, a few seeds.
@@ -156,6 +157,18 @@ def test_texture_ruler_follows_magnification_and_flags_below_its_band():
     assert check_scale(tiled_downscaled(rgb), {**old, "band_px": [1.0, 500.0]}).reason is None
 
 
+def test_rulers_disagreeing_on_a_higher_magnification_flag_scale():
+    rgb = CLEAN[2]
+    m = measure_cells(rgb)
+    # the mask ruler reads over twice the training median, inside the band
+    ref = {**DEFAULT_SCALE, "band_px": [1.0, 3 * m.diameter], "diameter_px": m.diameter / 2.5}
+    assert check_scale(rgb, {**ref, "texture_max_px": 2 * m.texture}).reason is None
+    assert check_scale(rgb, {**ref, "texture_max_px": 0.5 * m.texture}).reason == "scale"
+    # a mask ruler near the training median: the texture ruler alone does not flag
+    near = {**ref, "diameter_px": m.diameter, "texture_max_px": 0.5 * m.texture}
+    assert check_scale(rgb, near).reason is None
+
+
 def test_tiles_cover_the_frame():
     frame = np.zeros((500, 700, 3), np.uint8)
     got = tiles(frame, 224)
@@ -232,11 +245,21 @@ def test_old_manifest_falls_back_with_a_note(tiny_bundle):
 
 def test_bundle_with_gate_figures_uses_them(tiny_bundle):
     manifest = read_manifest(tiny_bundle)
-    manifest["trust"] = {"quality": quality_reference(CLEAN), "scale": scale_reference(CLEAN)}
+    scale = scale_reference(CLEAN)
+    manifest["trust"] = {"quality": quality_reference(CLEAN), "scale": scale}
+    write_manifest(tiny_bundle, manifest)
+    notes = FieldPipeline(load_model(tiny_bundle)).notes
+    assert [n for n in notes if "trust.scale" in n] == [
+        f"{tiny_bundle / 'leukedge.json'}: trust.scale has no lower-magnification discriminant; "
+        "lower magnifications are judged on the two rulers alone, which flag more clean fields "
+        "(add it with 'leukedge bundle add-trust')"
+    ]
+    scale["lower"] = fit_lower_magnification(CLEAN, [i % 4 for i in range(8)], range(8))
     write_manifest(tiny_bundle, manifest)
     pipeline = FieldPipeline(load_model(tiny_bundle))
     assert not any("trust.quality" in n or "trust.scale" in n for n in pipeline.notes)
     assert pipeline.scale_ref["n"] == len(CLEAN)
+    assert pipeline.scale_ref["lower"]["weights"].dtype == np.float32
     manifest["trust"]["scale"] = {"diameter_px": "big"}
     write_manifest(tiny_bundle, manifest)
     with pytest.raises(BundleError, match=r"leukedge\.json: trust\.scale"):

@@ -44,6 +44,7 @@ def add_trust(
     from ..export import trust
 
     report = trust.add_trust(bundle, split_csv, data, percentile=percentile, target=target)
+    lower = report["lower_magnification"]
     table = Table(title=f"trust figures of {report['bundle']} (validation, {report['val_n']})")
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -63,6 +64,11 @@ def add_trust(
             "fields under it (all / clean)",
             f"{report['calibration_under_threshold']:.2%} / {report['val_under_threshold']:.2%}",
         ),  # fmt: skip
+        (
+            "lower magnification: training fields flagged, out of fold / validation",
+            f"{lower['train_held_out_flagged']:.2%} / {lower['val_flagged']:.2%}",
+        ),
+        ("half-magnification mosaics passed", f"{lower['mosaics_passed']:.2%}"),
     ]
     for row in rows:
         table.add_row(*row)

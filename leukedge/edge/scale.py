@@ -15,13 +15,22 @@ centre):
    object, so this is their diameter.
 
 Where cells crowd, the mask merges touching cells into larger objects, and more so at a lower
-magnification, where the gaps between them shrink below a pixel. So a frame is judged at a lower
-magnification on a second ruler too, ``texture``: the scale at which the same energy of the
-grey image itself (the green channel's darkness, no threshold) is largest. Grey levels keep the
-pale lines between touching cells that a threshold loses; its spread over the training fields is
-no smaller, but its errors are not the mask's, so a frame under either ruler's training band is
-flagged (on the training and validation fields of the Taleqani set, with each ruler's band at
-its 0.5th percentile: 6% of 0.5x frames pass the mask ruler alone, 1-2% both).
+magnification, where the gaps between them shrink below a pixel. So a second ruler,
+``texture``, reads the same energy of the grey image itself (the green channel's darkness, no
+threshold): the scale at which it is largest. Grey levels keep the pale lines between touching
+cells that a threshold loses.
+
+Each ruler alone misjudges about one training field in two hundred, and a frame under either
+band added those errors up (about 1% of clean fields). A lower magnification is therefore
+judged on the shape of both energy curves at once (``_spectrum``): a linear discriminant
+stored in the bundle (``trust.scale.lower``, fitted at export between the training fields and
+mosaics of them at half the magnification: ``leukedge.export.magnification``). On the
+Taleqani training and validation fields it flags 0.5% / 0% of clean fields, and passes 0.6% /
+1.8% of 0.5x frames (the two rulers: 0.9-1.1% and 1.0-1.8%). Bundles without it, and frames
+not read at the training fields' resolution, are judged by the rulers' bands. A frame whose
+texture ruler is above its band while the mask ruler reads inside it (but over
+``DISAGREE_FACTOR`` times the training median) is flagged too: the rulers disagree, and
+another laboratory's single-cell images at a higher magnification do this.
 
 Frames larger than ``WORK_SIDE`` are measured on a downscaled copy, and again on a central crop
 at a finer resolution when the cells turn out small on that copy.
@@ -75,6 +84,14 @@ MIN_SIDE_PX = 48
 #: a lower magnification cannot be corrected) to their 99.5th widened by this factor (above it
 #: a frame is shrunk to the training scale, and flagged only when too little of it remains).
 BAND_MARGIN = 1.1
+#: With the discriminant, a ruler under this share of its band's low end still flags a frame
+#: (no training field of the Taleqani set is that far under: a guard for magnifications far
+#: lower than the discriminant was fitted on).
+BACKSTOP = 0.5
+#: A frame whose texture ruler is above its band (``texture_max_px``) while the mask ruler
+#: reads inside it but over this many times the training median is flagged: the rulers
+#: disagree on a higher magnification (a large-cell image whose merged mask under-reads).
+DISAGREE_FACTOR = 2.0
 #: A frame at the training scale must cover this share of a training field's side.
 MIN_FIELD_SHARE = 0.75
 #: At most this many training-size tiles are classified per frame (spread evenly).
@@ -88,6 +105,7 @@ DEFAULT_SCALE = {
     "diameter_px": 17.97,
     "band_px": [12.55, 53.27],
     "texture_min_px": 14.28,
+    "texture_max_px": 62.12,
     "field_px": 224,
     "n": 0,
 }
@@ -173,26 +191,42 @@ def _peak_diameter(e: np.ndarray, i: int, k: int) -> float:
     return float(SIGMAS[i] * np.exp(offset * step) * 2 * np.sqrt(2)) * k
 
 
-def _granulometry_diameter(mask: np.ndarray) -> float:
-    """Typical object diameter (px) in a uint8 (H, W) 0/1 mask: its energy's smallest local
-    maximum holding ``PEAK_SHARE`` of the largest; NaN if none."""
-    if not mask.any():
+def _mask_energy(mask: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """``_energy`` of a uint8 (H, W) 0/1 mask; (None, 1) for an empty one."""
+    return _energy(mask.astype(np.float32)) if mask.any() else (None, 1)
+
+
+def _grey_energy(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """``_energy`` of an RGB uint8 (H, W, 3) image's green-channel darkness."""
+    return _energy(np.float32(255) - cv2.extractChannel(rgb, 1).astype(np.float32))
+
+
+def _granulometry_diameter(e: np.ndarray | None, k: int) -> float:
+    """Typical object diameter (px) from a mask's energy ``e`` (``_mask_energy``, taken at
+    k): its smallest local maximum holding ``PEAK_SHARE`` of the largest; NaN if none."""
+    if e is None:
         return float("nan")
-    e, k = _energy(mask.astype(np.float32))
     peaks = np.flatnonzero(
         (e[1:-1] >= e[:-2]) & (e[1:-1] > e[2:]) & (e[1:-1] >= PEAK_SHARE * e.max())
     )
     return float("nan") if len(peaks) == 0 else _peak_diameter(e, int(peaks[0]) + 1, k)
 
 
-def _texture_diameter(rgb: np.ndarray) -> float:
-    """The diameter (px) at which the energy of an RGB uint8 (H, W, 3) image's green-channel
-    darkness is largest (module doc); NaN for a flat image."""
-    dark = np.float32(255) - cv2.extractChannel(rgb, 1).astype(np.float32)
-    e, k = _energy(dark)
+def _texture_diameter(e: np.ndarray, k: int) -> float:
+    """The diameter (px) at which the grey image's energy ``e`` (``_grey_energy``, taken at
+    k) is largest (module doc); NaN for a flat image."""
     if not e.max() > 0:
         return float("nan")
     return _peak_diameter(e, int(np.clip(np.argmax(e), 1, len(e) - 2)), k)
+
+
+def _spectrum(mask_energy: np.ndarray | None, grey_energy: np.ndarray) -> np.ndarray | None:
+    """float32 (2 * len(SIGMAS),): both energies' logarithms, each relative to its largest
+    (the discriminant's input: shape, not contrast); None when either is empty or flat."""
+    if mask_energy is None or not grey_energy.max() > 0:
+        return None
+    logs = [np.log(np.maximum(e, 1e-30) / e.max()) for e in (mask_energy, grey_energy)]
+    return np.concatenate(logs).astype(np.float32)
 
 
 def _shrunk(rgb: np.ndarray, k: int) -> np.ndarray:
@@ -207,11 +241,15 @@ def _shrunk(rgb: np.ndarray, k: int) -> np.ndarray:
 class CellMeasures:
     """The rulers of one frame (module doc), in the frame's pixels: ``diameter`` (red cells,
     from the stained mask) and ``texture`` (the grey image's blob scale), NaN when not
-    measurable; ``stained``: the share of stained pixels."""
+    measurable; ``stained``: the share of stained pixels; ``spectrum``: both energies as
+    the lower-magnification discriminant reads them (``_spectrum``; None when there is
+    nothing to measure), taken of the frame area-averaged by ``spectrum_step``."""
 
     diameter: float
     texture: float
     stained: float
+    spectrum: np.ndarray | None = None
+    spectrum_step: int = 0
 
 
 def measure_cells(rgb: np.ndarray) -> CellMeasures:
@@ -225,14 +263,18 @@ def measure_cells(rgb: np.ndarray) -> CellMeasures:
     work = _shrunk(rgb, k)
     mask = stained_mask(work)
     stained = cv2.countNonZero(mask) / mask.size
-    d = _granulometry_diameter(mask) * k
+    mask_energy, step = _mask_energy(mask)
+    d = _granulometry_diameter(mask_energy, step) * k
     if k > 1 and d / k < FINE_PX:
         k = max(1, int(d // (2 * FINE_PX)))
         side = WORK_SIDE * k
         top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
         work = _shrunk(rgb[top : top + side, left : left + side], k)
-        d = _granulometry_diameter(stained_mask(work)) * k
-    return CellMeasures(d, _texture_diameter(work) * k, stained)
+        mask_energy, step = _mask_energy(stained_mask(work))
+        d = _granulometry_diameter(mask_energy, step) * k
+    grey_energy, step = _grey_energy(work)
+    texture = _texture_diameter(grey_energy, step) * k
+    return CellMeasures(d, texture, stained, _spectrum(mask_energy, grey_energy), k * step)
 
 
 def cell_diameter(rgb: np.ndarray) -> float:
@@ -245,8 +287,8 @@ def scale_reference(fields) -> dict:
     """The manifest's ``trust.scale`` from training fields (RGB uint8 (H, W, 3) each).
 
     ``diameter_px`` is the median red-cell diameter, ``band_px`` the range left as it is
-    (0.5th percentile to 99.5th widened by ``BAND_MARGIN``), ``texture_min_px`` the 0.5th
-    percentile of the texture ruler (under it a frame is at a lower magnification),
+    (0.5th percentile to 99.5th widened by ``BAND_MARGIN``), ``texture_min_px`` and
+    ``texture_max_px`` the texture ruler's band (the same percentiles and margin),
     ``field_px`` the median short side of the fields.
     """
     d, texture, sides = [], [], []
@@ -260,11 +302,13 @@ def scale_reference(fields) -> dict:
     if len(ok) == 0:
         raise DataError("no field with measurable red cells; cannot compute trust.scale")
     lo, hi = np.quantile(ok, [0.005, 0.995])
+    t_lo, t_hi = np.quantile(texture[np.isfinite(texture)], [0.005, 0.995])
     return {
         "statistic": DEFAULT_SCALE["statistic"],
         "diameter_px": round(float(np.median(ok)), 2),
         "band_px": [round(float(lo), 2), round(float(hi * BAND_MARGIN), 2)],
-        "texture_min_px": round(float(np.quantile(texture[np.isfinite(texture)], 0.005)), 2),
+        "texture_min_px": round(float(t_lo), 2),
+        "texture_max_px": round(float(t_hi * BAND_MARGIN), 2),
         "field_px": int(np.median(sides)),
         "n": int(len(d)),
         "unmeasured": int(len(d) - len(ok)),
@@ -297,7 +341,44 @@ def parse_scale_reference(manifest: dict, where: str = "leukedge.json") -> tuple
             f"{where}: trust.scale has no texture_min_px; lower magnifications are judged on "
             "the red-cell mask alone (add it with 'leukedge bundle add-trust')"
         )
-    return ref, None
+    if "lower" not in ref:  # made before the discriminant: the two rulers
+        return ref, (
+            f"{where}: trust.scale has no lower-magnification discriminant; lower "
+            "magnifications are judged on the two rulers alone, which flag more clean fields "
+            "(add it with 'leukedge bundle add-trust')"
+        )
+    try:
+        weights = np.asarray(ref["lower"]["weights"], np.float32)
+        threshold = float(ref["lower"]["threshold"])
+        step = int(ref["lower"]["step"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(
+            f"{where}: trust.scale.lower needs weights, a threshold and a step ({exc}); "
+            "recompute it with 'leukedge bundle add-trust'"
+        ) from exc
+    if weights.shape != (2 * len(SIGMAS),) or not np.isfinite([*weights, threshold]).all():
+        raise BundleError(
+            f"{where}: trust.scale.lower needs {2 * len(SIGMAS)} finite weights and a finite "
+            "threshold; recompute it with 'leukedge bundle add-trust'"
+        )
+    lower = {**ref["lower"], "weights": weights, "threshold": threshold, "step": step}
+    return {**ref, "lower": lower}, None
+
+
+def lower_magnification(m: CellMeasures, ref: dict) -> bool:
+    """Whether a frame's measures (``measure_cells``) put it at a lower magnification than
+    ``ref``'s (``trust.scale``) training fields. With the bundle's discriminant
+    (``ref["lower"]``) and a spectrum read as the training fields' were (a frame read
+    coarser had cells of at least ``FINE_PX`` there): its score under the threshold, or
+    either ruler under ``BACKSTOP`` of its band's low end (further than any training
+    field). Otherwise either ruler under its band."""
+    lo, texture_min = ref["band_px"][0], float(ref.get("texture_min_px", 0.0))
+    lower = ref.get("lower")
+    if lower is None or m.spectrum is None or m.spectrum_step != lower["step"]:
+        return m.diameter < lo or m.texture < texture_min
+    if m.diameter < BACKSTOP * lo or m.texture < BACKSTOP * texture_min:
+        return True
+    return float(m.spectrum @ lower["weights"]) < lower["threshold"]
 
 
 @dataclass(frozen=True)
@@ -323,8 +404,11 @@ def check_scale(rgb: np.ndarray, ref: dict) -> ScaleCheck:
         return ScaleCheck(float("nan"), 1.0, "too-small")
     m = measure_cells(rgb)
     d, stained = m.diameter, m.stained
-    lo, hi = ref["band_px"]
-    if not np.isfinite(d) or d < lo or m.texture < float(ref.get("texture_min_px", 0.0)):
+    if not np.isfinite(d) or lower_magnification(m, ref):
+        return ScaleCheck(d, 1.0, "scale", stained)
+    hi = ref["band_px"][1]
+    texture_max = float(ref.get("texture_max_px", np.inf))
+    if DISAGREE_FACTOR * float(ref["diameter_px"]) < d <= hi and m.texture > texture_max:
         return ScaleCheck(d, 1.0, "scale", stained)
     factor = 1.0 if d <= hi else d / float(ref["diameter_px"])
     if min(h, w) / factor < MIN_FIELD_SHARE * float(ref["field_px"]):

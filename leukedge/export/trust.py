@@ -21,7 +21,8 @@ as the station does, and writes:
   on (one in 278 for each shipped model: fitted on them alone, the default model's
   temperature came out 0.42, and its threshold the lowest validation confidence, 0.50);
 - ``trust.quality`` and ``trust.scale``: the training fields' focus, exposure and colour
-  limits and red-cell size (``leukedge.edge.quality``, ``leukedge.edge.scale``).
+  limits and red-cell size (``leukedge.edge.quality``, ``leukedge.edge.scale``), with the
+  lower-magnification discriminant (``leukedge.export.magnification``).
 
 Every file's SHA-256 is then re-stamped, and a known-answer self-test already in the
 bundle is made again (``leukedge.export.selftest``) so it checks the features too.
@@ -50,7 +51,12 @@ from leukedge.edge.features import fit_feature_stats
 from leukedge.edge.imageio import read_field
 from leukedge.edge.model import Model, resolve_bundle
 from leukedge.edge.quality import quality_reference
-from leukedge.edge.scale import scale_reference
+from leukedge.edge.scale import (
+    lower_magnification,
+    measure_cells,
+    parse_scale_reference,
+    scale_reference,
+)
 from leukedge.errors import DataError
 from leukedge.evaluation.metrics import expected_calibration_error, reliability
 from leukedge.evaluation.shifts import SHIFTS, apply_shift
@@ -58,6 +64,7 @@ from leukedge.progress import progress_bar
 
 from .common import class_indices
 from .features import add_feature_output, model_outputs
+from .magnification import fit_lower_magnification
 from .selftest import add_self_test
 
 #: Percentile of the held-out feature distances above which a field is out of distribution.
@@ -202,13 +209,19 @@ def add_trust(
         len(labels),
     )
     clean = cal.apply(val.probs)
-    train_rows = by_split["train"]
+    train_fields = [read_field(r.path) for r in by_split["train"]]
+    scale = scale_reference(train_fields)
+    scale["lower"] = fit_lower_magnification(train_fields, train.labels, groups)
+    scale_ref = parse_scale_reference({"trust": {"scale": scale}})[0]
+    val_lower = [
+        lower_magnification(measure_cells(read_field(r.path)), scale_ref) for r in by_split["val"]
+    ]
     trust = {
         **(manifest.get("trust") or {}),
         "features": stats.to_dict(),
         "calibration": cal.to_dict(),
-        "quality": quality_reference(read_field(r.path) for r in train_rows),
-        "scale": scale_reference(read_field(r.path) for r in train_rows),
+        "quality": quality_reference(train_fields),
+        "scale": scale,
     }
     write_manifest(folder, {**base, "trust": trust})
     if "self_test" in manifest:  # known answers again, now with the features
@@ -229,6 +242,10 @@ def add_trust(
         "ece_clean_before": expected_calibration_error(val.labels, val.probs),
         "ece_clean_after": expected_calibration_error(val.labels, clean),
         "threshold": cal.threshold,
+        "lower_magnification": {
+            **{k: v for k, v in scale["lower"].items() if k not in ("weights", "statistic")},
+            "val_flagged": float(np.mean(val_lower)),
+        },
         "val_under_threshold": float(np.mean(clean.max(axis=1) < cal.threshold)),
         "calibration_under_threshold": float(np.mean(calibrated.max(axis=1) < cal.threshold)),
         "reliability": {
