@@ -43,6 +43,25 @@ def test_white_balance_is_the_per_pixel_scaling(field):
         np.testing.assert_array_equal(white_balance(rgb), expected)
 
 
+def test_white_point_quantile_is_numpys_quantile_of_the_counted_values():
+    """The brightness quantile from histogram counts is ``np.quantile`` of the repeated values,
+    bit for bit, including counts piled on a few values (where the interpolation lands on a
+    value exactly) and the ends."""
+    from leukedge.edge.illumination import _BRIGHTNESS, _quantile
+
+    rng = np.random.default_rng(0)
+    for trial in range(3000):
+        counts = np.zeros(len(_BRIGHTNESS), np.int64)
+        if trial % 2:
+            np.add.at(counts, rng.integers(0, len(counts), rng.integers(1, 4000)), 1)
+        else:
+            counts[rng.integers(0, len(counts), rng.integers(1, 4))] = rng.integers(1, 50)
+        for q in (0.6, 0.0, 1.0, rng.random()):
+            expected = np.quantile(np.repeat(_BRIGHTNESS, counts), q)
+            got = _quantile(_BRIGHTNESS, counts, q)
+            assert got == expected and got.dtype == expected.dtype, (trial, q)
+
+
 def test_white_point_ignores_glare_where_a_local_maximum_does_not(field):
     """Real fields have a few saturated glare pixels: the white point (a median of the
     bright pixels) still follows a warm lamp; the local maximum stays at 255 and the

@@ -202,6 +202,8 @@ def test_fields_keep_reasons_quality_and_image_for_reports(tmp_path):
         assert log.field(rid)["slide"] == "s1" and log.field(rid)["reasons"][1] == "blurred"
         with pytest.raises(KeyError, match="no field 999"):
             log.field(999)
+        keys = ("id", "label", "uncertain", "error", "image_sha256", "phash", "reasons")
+        assert log.outcomes("s1") == [{k: r[k] for k in keys} for r in record["fields"]]
 
 
 def test_schema_versions(tmp_path):

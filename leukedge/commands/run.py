@@ -176,7 +176,8 @@ def _report(logged, json_lines: bool, verbose: bool, first: bool) -> None:
         return
     flag = f" [yellow]uncertain ({', '.join(res.reasons)})[/yellow]" if res.uncertain else ""
     timing = " ".join(f"{k} {v:.1f} ms" for k, v in res.timings_ms.items()) if verbose else ""
-    err_console.print(
+    err_console.print(  # no highlighting: its regexes cost more than the line (per field)
         f"{logged.slide} {res.source}: {res.label} {res.confidence:.2f}, "
-        f"{res.cell_count} cells{flag} {timing}"
+        f"{res.cell_count} cells{flag} {timing}",
+        highlight=False,
     )

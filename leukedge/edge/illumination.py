@@ -47,6 +47,17 @@ def _median(hist: np.ndarray, n: int) -> np.float32:
     return (np.float32(lo) + np.float32(hi)) / np.float32(2)
 
 
+def _quantile(values: np.ndarray, counts: np.ndarray, q: float) -> np.float32:
+    """``np.quantile(np.repeat(values, counts), q)`` (its default linear method, step for
+    step) of sorted float32 ``values`` counted ``counts`` times, without the repeated copy."""
+    n = int(counts.sum())
+    at = (n - 1) * q  # the virtual index of the quantile in the sorted values, 0 <= q <= 1
+    lo = min(int(at), n - 1)
+    a, b = values[np.searchsorted(np.cumsum(counts), [lo, min(lo + 1, n - 1)], side="right")]
+    t = at - int(at)  # a Python float: float32 arithmetic with a and b, as numpy's
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+
 def white_point(rgb: np.ndarray, share: float = BRIGHT_SHARE) -> np.ndarray:
     """The colour of a field's background: float32 (3,) R, G, B in (0, 255].
 
@@ -59,8 +70,7 @@ def white_point(rgb: np.ndarray, share: float = BRIGHT_SHARE) -> np.ndarray:
     px = coarse.reshape(-1, 3)
     total = px[:, 0].astype(np.uint16) + px[:, 1] + px[:, 2]
     counts = np.bincount(total, minlength=len(_BRIGHTNESS))
-    # the quantile of the pixels' brightness, from the same values in order
-    q = np.quantile(np.repeat(_BRIGHTNESS, counts), 1.0 - share)
+    q = _quantile(_BRIGHTNESS, counts, 1.0 - share)  # of the pixels' brightness
     first = int(np.searchsorted(_BRIGHTNESS, q))  # the dimmest sum with brightness >= q
     chosen = (total >= first).view(np.uint8).reshape(coarse.shape[:2])
     n = int(counts[first:].sum())
@@ -78,7 +88,7 @@ def white_balance(rgb: np.ndarray, share: float = BRIGHT_SHARE) -> np.ndarray:
     CPU per 224 px field, white point included)."""
     gain = np.float32(255.0) / white_point(rgb, share)
     levels = np.arange(256, dtype=np.float32)[:, None] * gain + np.float32(0.5)
-    return cv2.LUT(rgb, np.clip(levels, 0, 255).astype(np.uint8).reshape(256, 1, 3))
+    return cv2.LUT(rgb, np.minimum(levels, 255).astype(np.uint8).reshape(256, 1, 3))  # gain > 0
 
 
 def background(rgb: np.ndarray, window: float = BACKGROUND_WINDOW) -> np.ndarray:
@@ -119,7 +129,7 @@ def contrast_gain(rgb: np.ndarray, target_od: float = TARGET_OD, max_gain: float
     hist = cv2.calcHist([cv2.min(cv2.min(r, g), b)], [0], None, [256], [0, 256]).ravel()
     dark = int(np.searchsorted(np.cumsum(hist), 0.005 * hist.sum()))
     od = -np.log(max(dark, 0.5) / 255.0)
-    return float(np.clip(target_od / max(od, 1e-3), 1.0, max_gain))
+    return float(min(max(target_od / max(od, 1e-3), 1.0), max_gain))
 
 
 def normalise_illumination(rgb: np.ndarray, window: float = BACKGROUND_WINDOW) -> np.ndarray:

@@ -98,7 +98,7 @@ def stain_colour(rgb: np.ndarray) -> np.ndarray:
     bright = int(np.searchsorted(cum, (1.0 - BRIGHT_SHARE) * grey.size))
     stain = np.array(cv2.mean(small, mask=cv2.inRange(grey, 0, dark))[:3])
     white = np.array(cv2.mean(small, mask=cv2.inRange(grey, bright, 255))[:3])
-    balanced = np.clip(255 * stain / np.maximum(white, 1.0) + 0.5, 0, 255).astype(np.uint8)
+    balanced = np.minimum(255 * stain / np.maximum(white, 1.0) + 0.5, 255).astype(np.uint8)  # >= 0
     # 8-bit LAB (a*, b* offset by 128): a float conversion costs 100x more per call
     return cv2.cvtColor(balanced[None, None], cv2.COLOR_RGB2LAB)[0, 0, 1:] - 128.0
 

@@ -512,6 +512,18 @@ class ResultsLog:
             ).fetchall()
         return [_row(r) for r in rows]
 
+    def outcomes(self, slide_id: str) -> list[dict[str, Any]]:
+        """The slide's fields in logging order with only what a slide's tally counts, as
+        ``results`` gives them: ``id``, ``label``, ``uncertain``, ``error``,
+        ``image_sha256``, ``phash`` and ``reasons`` (the other JSON columns not decoded)."""
+        with self._sql():
+            rows = self._db.execute(
+                "SELECT id, label, uncertain, error, image_sha256, phash, reasons "
+                "FROM results WHERE slide = ? ORDER BY id",
+                (slide_id,),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
     def field(self, field_id: int) -> dict[str, Any]:
         """One field by its row id, with its ``slide``; ``KeyError`` if there is none."""
         with self._sql():
@@ -568,7 +580,8 @@ class ResultsLog:
 def _row(r: sqlite3.Row) -> dict[str, Any]:
     row = dict(r)
     for key in _JSON_COLUMNS:
-        row[key] = json.loads(row[key]) if row[key] else None
+        if key in row:
+            row[key] = json.loads(row[key]) if row[key] else None
     row["uncertain"] = None if row["uncertain"] is None else bool(row["uncertain"])
     return row
 

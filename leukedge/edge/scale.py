@@ -164,9 +164,9 @@ def stained_mask(rgb: np.ndarray) -> np.ndarray:
     if contrast < MIN_CONTRAST:
         return np.zeros(dark.shape, np.uint8)
     fg = cv2.threshold(dark, t, 1, cv2.THRESH_BINARY)[1]
-    outside = cv2.copyMakeBorder(1 - fg, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
-    cv2.floodFill(outside, None, (0, 0), 2)  # the background reachable from the border
-    filled = cv2.bitwise_or(fg, (outside[1:-1, 1:-1] == 1).view(np.uint8))
+    padded = cv2.copyMakeBorder(fg, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    cv2.floodFill(padded, None, (0, 0), 2)  # the background reachable from the border
+    filled = (padded[1:-1, 1:-1] != 2).view(np.uint8)  # stained, or a hole
     return fg if cv2.countNonZero(filled) > MAX_COVER * fg.size else filled
 
 
@@ -217,7 +217,7 @@ def _texture_diameter(e: np.ndarray, k: int) -> float:
     k) is largest (module doc); NaN for a flat image."""
     if not e.max() > 0:
         return float("nan")
-    return _peak_diameter(e, int(np.clip(np.argmax(e), 1, len(e) - 2)), k)
+    return _peak_diameter(e, min(max(int(np.argmax(e)), 1), len(e) - 2), k)
 
 
 def _spectrum(mask_energy: np.ndarray | None, grey_energy: np.ndarray) -> np.ndarray | None:

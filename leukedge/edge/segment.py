@@ -250,7 +250,7 @@ def clean(
     opened = cv2.morphologyEx(split, cv2.MORPH_OPEN, k_open)
     closed = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, k_close)
     if exclude is not None:
-        closed[exclude] = 0
+        cv2.subtract(closed, exclude.view(np.uint8), dst=closed)  # 0 where excluded
     labels, stats, centroids = _label_components(closed)
     keep = stats[:, cv2.CC_STAT_AREA] >= area
     keep[0] = False
@@ -281,16 +281,16 @@ def scale_bar_mask(lab: np.ndarray, window: tuple[float, float] = LABEL_WINDOW) 
     """
     h, w = lab.shape[:2]
     r0, c0 = int(h * (1 - window[0])), int(w * (1 - window[1]))
-    corner = lab[r0:, c0:].astype(np.int16)
-    light, a, b = corner[..., 0], corner[..., 1] - 128, corner[..., 2] - 128
-    black = (light < 90) & (np.abs(a) < 20) & (np.abs(b) < 20)
-    red = (a >= 12) & (b >= 10)
+    corner = lab[r0:, c0:]
+    # a*, b* are offset by 128: |a*| < 20 is 109..147, a* >= 12 is 140.., b* >= 10 is 138..
+    black = cv2.inRange(corner, (0, 109, 109), (89, 147, 147))
+    red = cv2.inRange(corner, (0, 140, 138), (255, 255, 255))
     out = np.zeros((h, w), np.uint8)
-    if not (black.any() or red.any()):
+    if not (cv2.countNonZero(black) or cv2.countNonZero(red)):
         return out.view(bool)
     # grown by one pixel: only the window and the row and column before it can change
     top, left = max(r0 - 1, 0), max(c0 - 1, 0)
-    out[r0:, c0:] = black | red
+    out[r0:, c0:] = cv2.bitwise_or(black, red) & 1
     out[top:, left:] = cv2.dilate(
         out[top:, left:], cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
     )
@@ -354,7 +354,7 @@ def _robust(work: np.ndarray, stages: bool) -> _Parts:
     for i, t in enumerate(reversed(chain)):
         split = cv2.threshold(a, t, 1, cv2.THRESH_BINARY)[1]  # 1 where a > t
         if has_label:
-            split[label] = 0
+            cv2.subtract(split, label.view(np.uint8), dst=split)  # 0 on the label
         mask, stats, centroids, keep = clean(split, ROBUST_CLEANING, label if has_label else None)
         if keep.any():
             if i:

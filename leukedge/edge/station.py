@@ -70,7 +70,8 @@ class LoggedField:
 def tally_from_rows(
     slide_id: str, rows: Iterable[dict[str, Any]], repair: ResultsLog | None = None
 ) -> SlideTally:
-    """A slide's ``SlideTally`` rebuilt from its logged rows (``ResultsLog.results``).
+    """A slide's ``SlideTally`` rebuilt from its logged rows (``ResultsLog.outcomes``, or
+    ``results``).
 
     With ``repair``, a copy whose row lacks "duplicate" (a crash came between logging it
     and storing its reasons) gets it in that log.
@@ -122,7 +123,7 @@ def end_logged_slide(log: ResultsLog, slide_id: str) -> dict[str, Any]:
     info = log.slide(slide_id)
     if info.state == "ended":
         return info.call or {}
-    call = call_record(tally_from_rows(slide_id, log.results(slide_id), log))
+    call = call_record(tally_from_rows(slide_id, log.outcomes(slide_id), log))
     log.end_slide(slide_id, call)
     return call
 
@@ -240,7 +241,7 @@ class Station:
             reopen=reopen,
             **meta,
         )
-        self._tallies[slide_id] = tally_from_rows(slide_id, self.log.results(slide_id), self.log)
+        self._tallies[slide_id] = tally_from_rows(slide_id, self.log.outcomes(slide_id), self.log)
         return info
 
     def end_slide(self, slide_id: str) -> dict[str, Any]:
@@ -502,7 +503,7 @@ class Station:
             if frame.slide not in self._tallies:
                 self._open(frame.slide, origin="folder")
             return frame.slide
-        if self.log.state(self._default) == "ended" and fixed is None:
+        if fixed is None and self.log.state(self._default) == "ended":
             self._default = self.new_slide_id()
         if self._default not in self._tallies:
             self._open(self._default, origin="run")
