@@ -224,7 +224,7 @@ def _unit(path: Path) -> configparser.SectionProxy:
 def test_station_toml_loads_and_its_source_options_are_valid():
     config = load_config(DEPLOY / "station.toml")
     assert config.source == "picamera2" and config.results_dir == "/var/lib/leukedge"
-    assert config.backend == "auto" and config.threads >= 1 and not config.save_frames
+    assert config.backend == "auto" and config.threads is None and not config.save_frames
     assert 0 < config.uncertain_threshold < 1 and config.trusted_key == ""
     assert config.options_for() == {"size": [2028, 1520], "capture": "auto", "settle": 1.0}
     open_source(config.source, camera_factory=object, **config.options_for())  # no ValueError

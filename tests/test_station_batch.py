@@ -106,3 +106,24 @@ def test_stop_leaves_the_fields_read_ahead_for_the_next_run(tiny_bundle, tmp_pat
     station.log.close()
     rows, _ = _run(tiny_bundle, tmp_path / "scans", results, batch=4)
     assert [Path(r["source_id"]).name for r in rows] == names  # each once, none lost
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 3)])
+def test_unset_threads_leave_a_core_beside_the_model(
+    tiny_bundle, tmp_path, monkeypatch, cores, threads
+):
+    from leukedge.edge import config as config_module
+    from leukedge.edge.config import StationConfig
+
+    monkeypatch.setattr(config_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    asked = []
+
+    def load(bundle, backend, n, **kwargs):
+        asked.append(n)
+        return load_model(bundle, backend, n, **kwargs)
+
+    monkeypatch.setattr(station_module, "load_model", load)
+    cfg = StationConfig(model=str(tiny_bundle), results_dir=str(tmp_path / "r"))
+    Station.from_config(cfg)
+    Station.from_config(StationConfig(**{**cfg.__dict__, "threads": 2}))
+    assert asked == [threads, 2]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import StationConfig, check_threads
+from .config import StationConfig, check_threads, station_threads
 from .imageio import FieldError, write_field
 from .model import Model, load_model
 from .pipeline import Analysis, FieldPipeline, FieldResult
@@ -182,7 +182,7 @@ class Station:
         ``batch`` as in ``Station``.
         Raises ``ValueError`` (``ConfigError``, ``BundleError``) or ``ResultsError``
         naming the problem."""
-        threads = check_threads(config.threads)
+        threads = check_threads(config.threads) or station_threads()
         model = load_model(
             config.model or "default",
             config.backend,
