@@ -132,6 +132,20 @@ def test_camera_frame_is_brought_to_training_scale_and_tiled(pipeline):
     assert "scale" not in result.reasons and result.cell_count >= 6
 
 
+def test_large_frame_at_the_training_scale_is_measured_and_tiled(pipeline):
+    # a Pi HQ camera frame (2028 x 1520) at the training fields' pixel scale: its cells are
+    # too small to measure on the copy shrunk to WORK_SIDE, so a central crop measures them
+    fields = [white_balance(synth_field(CLASSES[i % 4], seed=40 + i)[0]) for i in range(70)]
+    frame = np.vstack([np.hstack(fields[r * 10 : r * 10 + 10]) for r in range(7)])
+    frame = np.ascontiguousarray(frame[:1520, :2028])
+    d = measure_cells(frame).diameter
+    median = np.median([cell_diameter(f) for f in fields[:8]])
+    assert 0.67 * median < d < 1.5 * median  # measured, though seams make the crop's larger
+    gate = pipeline.gate(frame)
+    assert "scale" not in gate.reasons and gate.measures["scale_factor"] == 1.0
+    assert len(gate.fields) == 9 and all(f.shape == (224, 224, 3) for f in gate.fields)
+
+
 def test_cell_diameter_follows_magnification():
     d = cell_diameter(CLEAN[0])
     big = cv2.resize(CLEAN[0], None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)

@@ -265,8 +265,8 @@ def measure_cells(rgb: np.ndarray) -> CellMeasures:
     stained = cv2.countNonZero(mask) / mask.size
     mask_energy, step = _mask_energy(mask)
     d = _granulometry_diameter(mask_energy, step) * k
-    if k > 1 and d / k < FINE_PX:
-        k = max(1, int(d // (2 * FINE_PX)))
+    if k > 1 and not d / k >= FINE_PX:  # small on that copy, or too small to measure there
+        k = max(1, int(d // (2 * FINE_PX))) if np.isfinite(d) else 1
         side = WORK_SIDE * k
         top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
         work = _shrunk(rgb[top : top + side, left : left + side], k)
