@@ -59,6 +59,15 @@ class ExportSettings:
 
 #: Pinned ONNX opset (ONNX Runtime and tf2onnx both read it).
 ONNX_OPSET = 17
+#: Folds of the cross-fitted trust figures (``export.trust``, ``export.magnification``): each
+#: training field is scored by figures fitted without its fold.
+FOLDS = 5
+
+
+def held_out_folds(groups: Sequence[int]) -> np.ndarray:
+    """int (N,) fold of each training field: its duplicate group modulo ``FOLDS``, so copies
+    of a field share one and never score each other."""
+    return np.asarray(groups) % FOLDS
 
 
 def prepare_rows(rows: Sequence[Row], spec: Preprocess, description: str) -> np.ndarray:

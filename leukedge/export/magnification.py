@@ -27,12 +27,12 @@ from leukedge.edge.scale import measure_cells
 from leukedge.errors import DataError
 from leukedge.progress import progress_bar
 
+from .common import FOLDS, held_out_folds
+
 #: Ridge added to the pooled covariance, as a share of its mean eigenvalue.
 RIDGE = 1e-3
 #: Percentile of the training fields' held-out scores under which a frame is flagged.
 PERCENTILE = 0.5
-#: Folds of the held-out scores (and of the mosaics' partners).
-FOLDS = 5
 
 
 def mosaic(fields: Sequence[np.ndarray]) -> np.ndarray:
@@ -85,7 +85,7 @@ def fit_lower_magnification(
     """``trust.scale.lower`` from training fields (RGB uint8 (H, W, 3), one size), their
     classes and duplicate groups (module doc): weights, threshold, what they were fitted on."""
     labels, groups = np.asarray(labels), np.asarray(groups)
-    fold = groups % FOLDS
+    fold = held_out_folds(groups)
     rng = np.random.default_rng(seed)
     n = len(fields)
     partners = [_partners(i, labels, groups, fold, rng) for i in range(n)]

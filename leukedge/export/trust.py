@@ -62,7 +62,7 @@ from leukedge.evaluation.metrics import expected_calibration_error, reliability
 from leukedge.evaluation.shifts import SHIFTS, apply_shift
 from leukedge.progress import progress_bar
 
-from .common import class_indices
+from .common import FOLDS, class_indices, held_out_folds
 from .features import add_feature_output, model_outputs
 from .magnification import fit_lower_magnification
 from .selftest import add_self_test
@@ -73,8 +73,6 @@ DEFAULT_PERCENTILE = 99.5
 DEFAULT_TARGET = 0.995
 #: Principal axes kept of the features' shared covariance.
 DEFAULT_AXES = 32
-#: Folds of the training fields' cross-fitted feature distances.
-FOLDS = 5
 
 
 @dataclass
@@ -138,13 +136,13 @@ def split_outputs(
 
 
 def held_out_distances(
-    train: SplitOutputs, groups: np.ndarray, n_classes: int, axes: int, folds: int = FOLDS
+    train: SplitOutputs, groups: np.ndarray, n_classes: int, axes: int
 ) -> np.ndarray:
     """float32 (N,) feature distance of each training field from statistics fitted on the
-    other folds (fold = duplicate group modulo ``folds``, so copies of a field share one)."""
-    fold = np.asarray(groups) % folds
+    other folds (``common.held_out_folds``)."""
+    fold = held_out_folds(groups)
     out = np.empty(len(fold), np.float32)
-    for k in range(folds):
+    for k in range(FOLDS):
         held = fold == k
         stats = fit_feature_stats(train.features[~held], train.labels[~held], n_classes, axes)
         out[held] = stats.distances(train.features[held])
