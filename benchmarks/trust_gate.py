@@ -46,11 +46,11 @@ from leukedge.edge.imageio import read_field
 from leukedge.edge.model import load_model
 from leukedge.edge.pipeline import FieldPipeline
 from leukedge.edge.quality import quality_reference
-from leukedge.edge.scale import parse_scale_reference, scale_reference
+from leukedge.edge.scale import parse_scale_reference
 from leukedge.edge.segment import segment
 from leukedge.edge.sources import Frame
 from leukedge.evaluation.shifts import SHIFTS
-from leukedge.export.magnification import fit_lower_magnification
+from leukedge.export.magnification import scale_figures
 from leukedge.progress import progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -263,9 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.refit_gate:
         rows = read_split(split, "train")
         train = [read_field(r.path) for r in progress_bar(rows, "train")]
-        scale = scale_reference(train)
-        labels = [r.label for r in rows]
-        scale["lower"] = fit_lower_magnification(train, labels, [r.group for r in rows])
+        scale = scale_figures(train, [r.label for r in rows], [r.group for r in rows])
         scale = parse_scale_reference({"trust": {"scale": scale}})[0]
         refs = {"quality": quality_reference(train), "scale": scale}
     pbc = sorted((args.pbc / "images").glob("*.jpg")) if args.pbc.is_dir() else []

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from leukedge.edge.scale import measure_cells
+from leukedge.edge.scale import measure_cells, scale_reference
 from leukedge.errors import DataError
 from leukedge.progress import progress_bar
 
@@ -115,3 +115,11 @@ def fit_lower_magnification(
         "train_held_out_flagged": round(float(np.mean(held_out < threshold)), 5),
         "mosaics_passed": round(float(np.mean(half @ weights >= threshold)), 5),
     }
+
+
+def scale_figures(
+    fields: Sequence[np.ndarray], labels: Sequence[int], groups: Sequence[int]
+) -> dict:
+    """The manifest's whole ``trust.scale`` from training fields, their classes and
+    duplicate groups: the rulers' bands (``scale_reference``) with the discriminant."""
+    return {**scale_reference(fields), "lower": fit_lower_magnification(fields, labels, groups)}

@@ -51,12 +51,7 @@ from leukedge.edge.features import fit_feature_stats
 from leukedge.edge.imageio import read_field
 from leukedge.edge.model import Model, resolve_bundle
 from leukedge.edge.quality import quality_reference
-from leukedge.edge.scale import (
-    lower_magnification,
-    measure_cells,
-    parse_scale_reference,
-    scale_reference,
-)
+from leukedge.edge.scale import lower_magnification, measure_cells, parse_scale_reference
 from leukedge.errors import DataError
 from leukedge.evaluation.metrics import expected_calibration_error, reliability
 from leukedge.evaluation.shifts import SHIFTS, apply_shift
@@ -64,7 +59,7 @@ from leukedge.progress import progress_bar
 
 from .common import FOLDS, class_indices, held_out_folds
 from .features import add_feature_output, model_outputs
-from .magnification import fit_lower_magnification
+from .magnification import scale_figures
 from .selftest import add_self_test
 
 #: Percentile of the held-out feature distances above which a field is out of distribution.
@@ -208,8 +203,7 @@ def add_trust(
     )
     clean = cal.apply(val.probs)
     train_fields = [read_field(r.path) for r in by_split["train"]]
-    scale = scale_reference(train_fields)
-    scale["lower"] = fit_lower_magnification(train_fields, train.labels, groups)
+    scale = scale_figures(train_fields, train.labels, groups)
     scale_ref = parse_scale_reference({"trust": {"scale": scale}})[0]
     val_lower = [
         lower_magnification(measure_cells(read_field(r.path)), scale_ref) for r in by_split["val"]
