@@ -93,6 +93,26 @@ def test_unique_key_prevents_duplicates(tmp_path):
         }
 
 
+def test_field_state_is_the_slides_state_and_whether_it_holds_the_field(tmp_path):
+    sha = f"{1:064x}"
+    with ResultsLog(tmp_path) as log:
+        assert log.field_state("s1", "f1.png", sha) == (None, False)  # no such slide
+        log.start_slide("s1")
+        assert log.field_state("s1", "f1.png", sha) == ("open", False)
+        log.log_result("s1", _result(1))
+        assert log.field_state("s1", "f1.png", sha) == ("open", True)
+        assert log.field_state("s1", "f1.png", "0" * 64) == ("open", False)  # new content
+        assert log.field_state("s1", "f2.png", sha) == ("open", False)  # another name
+        log.log_error("s1", "usb:0#3", "no frame")
+        assert log.field_state("s1", "usb:0#3", None) == ("open", False)  # never deduplicated
+        log.start_slide("s2")
+        assert log.field_state("s2", "f1.png", sha) == ("open", False)  # other slide
+        log.end_slide("s1", {"label": "Pre"})
+        assert log.field_state("s1", "f1.png", sha) == ("ended", True)
+        for args in (("s1", "f1.png", sha), ("s2", "f1.png", sha), ("s3", "x", None)):
+            assert log.field_state(*args) == (log.state(args[0]), log.has(*args))
+
+
 def test_bad_input_is_a_clear_error(tmp_path):
     with ResultsLog(tmp_path) as log:
         with pytest.raises(KeyError, match="start_slide"):

@@ -490,6 +490,19 @@ class ResultsLog:
             ).fetchone()
         return row is not None
 
+    def field_state(
+        self, slide_id: str, source_id: str, image_sha256: str | None
+    ) -> tuple[str | None, bool]:
+        """``(state(slide_id), has(slide_id, source_id, image_sha256))`` in one query: what
+        a station asks of every field it reads and again of every field it logs."""
+        with self._sql():
+            row = self._db.execute(
+                "SELECT state, EXISTS (SELECT 1 FROM results WHERE slide = slides.id "
+                "AND source_id = ? AND image_sha256 = ?) AS logged FROM slides WHERE id = ?",
+                (source_id, image_sha256, slide_id),
+            ).fetchone()
+        return (None, False) if row is None else (row["state"], bool(row["logged"]))
+
     def slide_of(self, source_id: str, image_sha256: str | None) -> str | None:
         """The slide (the latest) that holds this field, or None."""
         if image_sha256 is None:

@@ -306,11 +306,12 @@ class Station:
         opened it; None if it already holds the field. Call with ``_lock`` held."""
         if slide is None:
             raise SlideError("no open slide: start a slide first")
-        if self.log.state(slide) == "ended":  # perhaps by another process
+        state, logged = self.log.field_state(slide, frame.source_id, frame.sha256)
+        if state == "ended":  # perhaps by another process
             self._tallies.pop(slide, None)
         if slide not in self._tallies:
             self._open(slide)
-        return None if self.log.has(slide, frame.source_id, frame.sha256) else slide
+        return None if logged else slide
 
     def _classify_and_log(
         self, items: list[tuple[Frame, str, Analysis | None]]
@@ -400,14 +401,12 @@ class Station:
                 held = self.log.slide_of(frame.source_id, frame.sha256)
                 return None if held is None else f"already logged in slide {held}"
             slide = frame.slide or self._default
-            state = self.log.state(slide) if slide else None
-            if state is None:
+            if not slide:
                 return None
+            state, logged = self.log.field_state(slide, frame.source_id, frame.sha256)
             if state == "ended":
                 return f"slide {slide} has ended (a new slide needs a new name)"
-            if self.log.has(slide, frame.source_id, frame.sha256):
-                return f"already logged in slide {slide}"
-            return None
+            return f"already logged in slide {slide}" if logged else None
 
     # -- the loop ---------------------------------------------------------------
 
