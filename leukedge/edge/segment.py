@@ -39,7 +39,6 @@ import numpy as np
 
 from .illumination import normalise_illumination
 from .imageio import check_field
-from .lab import a_star
 
 #: Side in px of the fields the segmentation parameters are defined for (the Taleqani
 #: fields); kernels and areas scale with a field's size relative to it.
@@ -260,30 +259,29 @@ def clean(
 
 def _fast(work: np.ndarray, stages: bool) -> _Parts:
     """The reference pipeline with Otsu's split and a vectorized area filter."""
-    a = a_star(work)
+    lab = cv2.cvtColor(work, cv2.COLOR_RGB2LAB)
+    a = cv2.extractChannel(lab, 1)
     lo, hi = cv2.minMaxLoc(a)[:2]
     if lo == hi:
         t, split = 255.0, np.zeros_like(a)
     else:
         t, split = cv2.threshold(a, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     mask, stats, centroids, keep = clean(split)
-    st = None
-    if stages:
-        st = Stages(work, cv2.cvtColor(work, cv2.COLOR_RGB2LAB), split.view(bool), mask)
+    st = Stages(work, lab, split.view(bool), mask) if stages else None
     return _Parts(mask, stats, centroids, keep, float(t), (), st)
 
 
-def scale_bar_mask(rgb: np.ndarray, window: tuple[float, float] = LABEL_WINDOW) -> np.ndarray:
+def scale_bar_mask(lab: np.ndarray, window: tuple[float, float] = LABEL_WINDOW) -> np.ndarray:
     """Pixels of a scale-bar label in the bottom-right corner of a field.
 
     The label is black or red text (and bar) in a white box. In the corner window (bottom
-    ``window[0]`` of rows, right ``window[1]`` of columns) of a uint8 (H, W, 3) RGB image,
+    ``window[0]`` of rows, right ``window[1]`` of columns) of a uint8 (H, W, 3) LAB image,
     marks near-black neutral pixels (L* < 35, |a*|, |b*| < 20) and red ones (a* >= 12,
     b* >= 10; stained cells have b* < 0), grown by one pixel. Returns bool (H, W).
     """
-    h, w = rgb.shape[:2]
+    h, w = lab.shape[:2]
     r0, c0 = int(h * (1 - window[0])), int(w * (1 - window[1]))
-    corner = cv2.cvtColor(np.ascontiguousarray(rgb[r0:, c0:]), cv2.COLOR_RGB2LAB)
+    corner = lab[r0:, c0:]
     # a*, b* are offset by 128: |a*| < 20 is 109..147, a* >= 12 is 140.., b* >= 10 is 138..
     black = cv2.inRange(corner, (0, 109, 109), (89, 147, 147))
     red = cv2.inRange(corner, (0, 140, 138), (255, 255, 255))
@@ -339,8 +337,9 @@ def robust_thresholds(hist: np.ndarray, min_count: float) -> list[int]:
 def _robust(work: np.ndarray, stages: bool) -> _Parts:
     """Normalised field, scale bar excluded, plausibility-checked split with fallback."""
     norm = normalise_illumination(work)
-    a = a_star(norm)
-    label = scale_bar_mask(norm)
+    lab = cv2.cvtColor(norm, cv2.COLOR_RGB2LAB)
+    a = cv2.extractChannel(lab, 1)
+    label = scale_bar_mask(lab)
     has_label = bool(label.any())
     flags = ["scale-bar"] if has_label else []
     free = (~label).view(np.uint8) if has_label else None
@@ -361,9 +360,7 @@ def _robust(work: np.ndarray, stages: bool) -> _Parts:
             if i:
                 flags.append("fallback")
             break
-    st = None
-    if stages:
-        st = Stages(norm, cv2.cvtColor(norm, cv2.COLOR_RGB2LAB), split.view(bool), mask)
+    st = Stages(norm, lab, split.view(bool), mask) if stages else None
     return _Parts(mask, stats, centroids, keep, float(t), tuple(flags), st)
 
 
