@@ -4,7 +4,7 @@
         [--fields 400] [--out benchmarks/results]
 
 Each commit is checked out in a temporary git worktree and measured in fresh processes
-(``PYTHONPATH`` set to it), alternating before/after in every round:
+(run in it, ``PYTHONPATH`` set to it), alternating before/after in every round:
 
 - ``folder``: the station's folder path at two threads, as ``leukedge bench`` times it
   (``leukedge.benchmarks.end_to_end.folder_throughput`` at ``(2, BATCH)``: a folder of
@@ -71,6 +71,7 @@ def _folder(tree: Path, folder: Path, work: Path) -> dict:
         capture_output=True,
         text=True,
         env=env,
+        cwd=tree,  # the tree first on sys.path (python -c, -m put the cwd there)
         check=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -96,9 +97,10 @@ def _score(tree: Path, folder: Path, work: Path) -> dict:
             capture_output=True,
             text=True,
             env=env,
+            cwd=tree,  # the tree first on sys.path (python -c, -m put the cwd there)
             check=True,
-        ).stdout
-    rate = re.search(r"([\d.]+) fields/s", text)
+        ).stderr  # the summary line is a diagnostic
+    rate = re.search(r"scored .* ([\d.]+) fields/s", text)
     if rate is None:
         raise RuntimeError(f"no rate in leukedge score's output:\n{text}")
     return {"fields_per_s": float(rate.group(1)), "load": os.getloadavg()[0]}
