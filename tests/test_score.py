@@ -147,6 +147,41 @@ def test_local_rows_are_the_station_pipeline(local_run, archive, bundle):
     assert slides["slides"][5]["duplicates"] == 1
 
 
+def test_fields_are_classified_a_station_batch_per_call(archive, bundle, monkeypatch):
+    """One ``classify`` (one model call, for a model that takes a batch) per BATCH fields,
+    not one per field, with the rows that per-field calls give; a group whose call raises
+    is redone field by field, still without errors."""
+    from leukedge.edge.station import BATCH
+    from leukedge.scale.rows import Task, score_tasks
+
+    pipeline = FieldPipeline(load_model(bundle))
+    good = [r for r in list_fields(archive) if Path(r.path).name.startswith("f")]
+    tasks = [Task(r.path, r.slide) for r in good[: BATCH + 5]]
+    groups: list[int] = []
+    classify = pipeline.classify
+
+    def counted(analyses):
+        groups.append(len(analyses))
+        return classify(analyses)
+
+    monkeypatch.setattr(pipeline, "classify", counted)
+    rows = score_tasks(pipeline, "tiny", tasks)
+    assert groups == [BATCH, 5]
+    for task, row in zip(tasks, rows):
+        res = pipeline(read_frame(Path(task.path)))
+        assert (row["path"], row["label"], row["error"]) == (task.path, res.label, None)
+        assert json.loads(row["probabilities"]) == pytest.approx(res.probabilities, abs=1e-6)
+
+    def one_at_a_time(analyses):
+        if len(analyses) > 1:
+            raise RuntimeError("a group failed")
+        return classify(analyses)
+
+    monkeypatch.setattr(pipeline, "classify", one_at_a_time)
+    again = score_tasks(pipeline, "tiny", tasks)
+    assert [(r["label"], r["error"]) for r in again] == [(r["label"], None) for r in rows]
+
+
 def test_ray_engine_gives_the_local_rows(local_run, archive, bundle, tmp_path):
     pytest.importorskip("ray.data", reason="the Ray engine needs Ray Data: pip install '.[scale]'")
     report = score_archive(archive, tmp_path, bundle, "ray", workers=2, batch_size=32)

@@ -53,19 +53,15 @@ class Task:
     done_sha256: str | None = None
 
 
-def _results(pipeline: FieldPipeline, frames: list[Frame]) -> list[FieldResult]:
-    """The pipeline's results of ``frames``, in order, one model call per ``BATCH``
-    frames as the station's folder path makes them (a batch-1 call costs about a third
-    more per field). A group that raises is redone frame by frame, so an odd field is an
-    error result, never a failed batch."""
-    out: list[FieldResult] = []
-    for i in range(0, len(frames), BATCH):
-        group = frames[i : i + BATCH]
-        try:
-            out += pipeline.classify([pipeline.analyse(f) for f in group])
-        except Exception:  # noqa: BLE001 (redone one by one below, each error kept)
-            out += [_result(pipeline, f) for f in group]
-    return out
+def _classified(pipeline: FieldPipeline, frames: list[Frame]) -> list[FieldResult]:
+    """The pipeline's results of a group of frames, in order, from one model call, as the
+    station's folder path makes them (a call per field costs about a third more per field).
+    A group that raises is redone frame by frame, so an odd field is an error result, never
+    a failed batch."""
+    try:
+        return pipeline.classify([pipeline.analyse(f) for f in frames])
+    except Exception:  # noqa: BLE001 (redone one by one, each error kept)
+        return [_result(pipeline, f) for f in frames]
 
 
 def _result(pipeline: FieldPipeline, frame: Frame) -> FieldResult:
@@ -95,7 +91,7 @@ def score_tasks(pipeline: FieldPipeline, model_name: str, tasks: Iterable[Task])
         else:
             todo.append((n, task, frame))
         if len(todo) == BATCH or (n == len(tasks) - 1 and todo):
-            results = _results(pipeline, [frame for _, _, frame in todo])
+            results = _classified(pipeline, [frame for _, _, frame in todo])
             for (k, task, _), result in zip(todo, results):
                 out[k] = _record(pipeline, model_name, task, result)
             todo = []
