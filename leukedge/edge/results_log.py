@@ -481,14 +481,7 @@ class ResultsLog:
     def has(self, slide_id: str, source_id: str, image_sha256: str | None) -> bool:
         """True if this field (result or error) is already logged for the slide.
         Always False without ``image_sha256``: such errors are never deduplicated."""
-        if image_sha256 is None:
-            return False
-        with self._sql():
-            row = self._db.execute(
-                "SELECT 1 FROM results WHERE slide = ? AND source_id = ? AND image_sha256 = ?",
-                (slide_id, source_id, image_sha256),
-            ).fetchone()
-        return row is not None
+        return image_sha256 is not None and self.field_state(slide_id, source_id, image_sha256)[1]
 
     def field_state(
         self, slide_id: str, source_id: str, image_sha256: str | None
