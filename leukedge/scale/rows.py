@@ -81,21 +81,26 @@ def score_tasks(pipeline: FieldPipeline, model_name: str, tasks: Iterable[Task])
     model already scored this content. A field that raises is an error record, never a
     failed batch.
     """
-    out: dict[int, dict] = {}
-    todo: list[tuple[int, Task, Frame]] = []
-    tasks = list(tasks)
-    for n, task in enumerate(tasks):
+    out: list[dict] = []
+    todo: list[tuple[int, Task, Frame]] = []  # (place in out, task, frame) of the next group
+
+    def classify_todo() -> None:
+        for (k, task, _), res in zip(todo, _classified(pipeline, [f for _, _, f in todo])):
+            out[k] = _record(pipeline, model_name, task, res)
+        todo.clear()
+
+    for task in tasks:
         frame = read_frame(Path(task.path))
         if task.done_sha256 is not None and frame.sha256 == task.done_sha256:
-            out[n] = {"path": task.path, "skipped": True}
-        else:
-            todo.append((n, task, frame))
-        if len(todo) == BATCH or (n == len(tasks) - 1 and todo):
-            results = _classified(pipeline, [frame for _, _, frame in todo])
-            for (k, task, _), result in zip(todo, results):
-                out[k] = _record(pipeline, model_name, task, result)
-            todo = []
-    return [out[n] for n in range(len(tasks))]
+            out.append({"path": task.path, "skipped": True})
+            continue
+        todo.append((len(out), task, frame))
+        out.append({})  # filled when its group is classified
+        if len(todo) == BATCH:
+            classify_todo()
+    if todo:
+        classify_todo()
+    return out
 
 
 def _record(pipeline: FieldPipeline, model_name: str, task: Task, result: FieldResult) -> dict:
