@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 
+from leukedge.benchmarks.end_to_end import taleqani_jpegs
 from leukedge.edge.imageio import decode_field
 from leukedge.edge.model import MODELS_DIR, load_model
 from leukedge.edge.pipeline import FieldPipeline
@@ -63,10 +64,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args()
-    files = sorted((DATA / "Original").glob("*/*.jpg"))
-    if not files:
+    data = taleqani_jpegs(DATA, args.fields)
+    if not data:
         sys.exit(f"{DATA}: no Taleqani fields; put the shared data beside the checkout")
-    data = [p.read_bytes() for p in files[:: max(1, len(files) // args.fields)][: args.fields]]
     half = len(data) // 2
     rates: dict[str, list[float]] = {}
     loads: list[float] = []

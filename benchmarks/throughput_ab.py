@@ -31,6 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from leukedge.benchmarks.end_to_end import taleqani_jpegs
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "taleqani-all"
 
@@ -118,15 +120,15 @@ def main() -> None:
     ap.add_argument("--fields", type=int, default=400)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args()
-    files = sorted((DATA / "Original").glob("*/*.jpg"))
-    if not files:
+    fields = taleqani_jpegs(DATA, args.fields)
+    if not fields:
         sys.exit(f"{DATA}: no Taleqani fields; put the shared data beside the checkout")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = tmp / "folder"
         folder.mkdir()
-        for i, p in enumerate(files[:: max(1, len(files) // args.fields)][: args.fields]):
-            (folder / f"field-{i:04d}.jpg").write_bytes(p.read_bytes())
+        for i, data in enumerate(fields):
+            (folder / f"field-{i:04d}.jpg").write_bytes(data)
         trees = {}
         try:
             for side in ("before", "after"):

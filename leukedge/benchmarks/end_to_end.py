@@ -56,13 +56,18 @@ FOLDER_SETTINGS = ((1, 1), (2, BATCH))
 FOLDER_REPEATS, FOLDER_FIELDS = 3, 400
 
 
+def taleqani_jpegs(data_dir: Path, n: int) -> list[bytes]:
+    """The bytes of ``n`` fields spread evenly over the Taleqani folder's ``Original/*/*.jpg``
+    (sorted: every class, the same files every run); empty without the data."""
+    files = sorted((Path(data_dir) / "Original").glob("*/*.jpg"))
+    return [p.read_bytes() for p in files[:: max(1, len(files) // n)][:n]]
+
+
 def inputs(data_dir: Path, quick: bool) -> dict[str, list[bytes]]:
     """Encoded inputs: ``field_224`` and ``frame_2028x1520``."""
     n = 4 if quick else 60
-    files = sorted((Path(data_dir) / "Original").glob("*/*.jpg"))
-    if files:
-        fields = [p.read_bytes() for p in files[:: max(1, len(files) // n)][:n]]
-    else:
+    fields = taleqani_jpegs(data_dir, n)
+    if not fields:
         fields = [_jpeg(synth_field(CLASSES[i % 4], seed=i)[0]) for i in range(n)]
     frames = [
         _jpeg(synth_field(CLASSES[i % 4], size=FRAME, seed=i)[0]) for i in range(1 if quick else 2)
@@ -170,10 +175,8 @@ def folder_throughput(m: dict, folder: Path, work: Path, repeats: int) -> list[d
 def folder_run(models: list[dict], data_dir: Path, quick: bool, work: Path) -> dict:
     """Folder throughput rows of every bundle record in ``models`` this machine picks."""
     n = 8 if quick else FOLDER_FIELDS
-    files = sorted((Path(data_dir) / "Original").glob("*/*.jpg"))
-    if files:
-        encoded = [p.read_bytes() for p in files[:: max(1, len(files) // n)][:n]]
-    else:
+    encoded = taleqani_jpegs(data_dir, n)
+    if not encoded:
         encoded = [_jpeg(synth_field(CLASSES[i % 4], seed=i)[0]) for i in range(n)]
     folder = Path(work) / "folder"
     folder.mkdir(parents=True, exist_ok=True)
