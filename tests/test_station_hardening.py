@@ -235,6 +235,8 @@ def test_item13_cli_errors_are_one_line_and_leave_no_slide(tiny_bundle, tmp_path
         (["--source", "synthetic?n=1", "--threads", "2000"], "threads must be an integer in 1.."),
         (["--source", "synthetic?n=1", "--threads", "-1"], "threads must be an integer in 1.."),
         (["--source", "synthetic?n=1", "--threads", "0"], "threads must be an integer in 1.."),
+        (["--source", "synthetic?n=1", "--workers", "-1"], "workers must be an integer in 0.."),
+        (["--source", "synthetic?n=1", "--workers", "999"], "workers must be an integer in 0.."),
         (["--source", "synthetic?speed=2"], "unknown option"),
     ]:
         result = _run(tiny_bundle, results, *args, "--slide", "X")

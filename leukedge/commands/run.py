@@ -55,6 +55,13 @@ def run(
     ),
     backend: str = typer.Option(None, help="auto, onnxruntime or litert."),
     threads: int = typer.Option(None, help="Inference threads (1 to twice the CPU cores)."),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="Files (folder, paths): processes that gate, segment and classify the fields "
+        "read ahead, 0 to the CPU cores; 0: none [default: one per core where there are two "
+        "or more].",
+    ),
     config: Path = typer.Option(
         None, "--config", "-c", help="Station TOML file; options given here override it."
     ),
@@ -91,6 +98,7 @@ def run(
         fail("--reopen needs --slide: the ended slide to add fields to")
     try:
         cfg = _settings(config, source=source, backend=backend, threads=threads, model=model,
+                        workers=workers,
                         results_dir=str(results_dir) if results_dir else None)  # fmt: skip
         once_opt = {"once": True} if once and cfg.source.startswith("folder:") else {}
         src = open_source(cfg.source, **{**cfg.options_for(), **once_opt})
@@ -119,6 +127,8 @@ def run(
             err_console.print("interrupted: the slide stays open; run again to continue it")
         except (ResultsError, SlideError) as exc:
             problem = str(exc)
+        finally:
+            station.close()
     _print_open(station, slides)
     if problem:
         fail(problem)

@@ -35,7 +35,7 @@ def max_threads() -> int:
 
 
 #: The types of the config keys whose default is None (unset).
-UNSET_KINDS = {"threads": int}
+UNSET_KINDS = {"threads": int, "workers": int}
 
 
 def station_threads() -> int:
@@ -43,11 +43,34 @@ def station_threads() -> int:
     one, at least one. Capture, the gate and segmentation run beside the model (a folder's
     on a thread of their own), and inference threads on every core spin against them: on
     two cores, four threads halved a folder's fields per second."""
+    return max(1, _cores() - 1)
+
+
+def _cores() -> int:
+    """The CPU cores this process may use."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+        return os.cpu_count() or 1
+
+
+def station_workers() -> int:
+    """A station's worker processes unless set (``leukedge.edge.workers``): one per CPU
+    core this process may use where there are two or more, else none."""
+    cores = _cores()
+    return cores if cores >= 2 else 0
+
+
+def check_workers(workers: object, where: str = "workers") -> int:
+    """``workers`` when it is an integer in 0..the CPU cores; else ``ConfigError``
+    naming ``where``."""
+    limit = os.cpu_count() or 1
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 0 <= workers <= limit:
+        raise ConfigError(
+            f"{where} must be an integer in 0..{limit} (the CPU cores here; 0: no worker "
+            f"processes), got {workers!r}"
+        )
+    return workers
 
 
 def check_threads(threads: object, where: str = "threads") -> int | None:
@@ -86,6 +109,8 @@ class StationConfig:
         (with ``leukedge.json``); "" for "default". Not a bare .onnx/.tflite file.
     backend : "auto", "onnxruntime" or "litert".
     threads : inference threads, 1..``max_threads()``; None (unset): ``station_threads()``.
+    workers : processes that classify files read ahead (a folder, paths), one inference
+        thread each, 0..the CPU cores; 0: none; None (unset): ``station_workers()``.
     results_dir : results folder; "" for ``$LEUKEDGE_RESULTS`` or the user default.
     uncertain_threshold : fields whose top probability is below this (0..1) are uncertain.
     save_frames : also keep each frame as an image next to the results.
@@ -106,6 +131,7 @@ class StationConfig:
     model: str = ""
     backend: str = "auto"
     threads: int | None = None
+    workers: int | None = None
     results_dir: str = ""
     uncertain_threshold: float = 0.6
     save_frames: bool = False
@@ -171,6 +197,8 @@ def load_config(path: str | Path) -> StationConfig:
             f"{path}: key 'backend' must be one of {BACKENDS}, got {config.backend!r}"
         )
     check_threads(config.threads, f"{path}: key 'threads'")
+    if config.workers is not None:
+        check_workers(config.workers, f"{path}: key 'workers'")
     if not 0.0 <= config.uncertain_threshold <= 1.0:
         raise ConfigError(
             f"{path}: key 'uncertain_threshold' must be in 0..1, got {config.uncertain_threshold}"

@@ -8,14 +8,17 @@ counts only once its row is committed. Ending a slide computes its call with
 ``SlideTally`` and stores it with the slide. Methods are safe to call from
 several threads (a web server's handlers and a capture loop).
 
-``run`` on files (a folder, paths) reads ahead: one thread reads, decodes, gates
-and segments the next fields (``FieldPipeline.analyse``) while the model
-classifies the current ones, up to ``batch`` fields in one model call and one
-commit. A group ends early when the source has nothing more for now (a hot
-folder between scans) or a slide ends, so a field that arrives alone is logged
-at once. Results are logged and reported in the source's order, each only after
-its group's commit: a crash loses at most the uncommitted group, whose fields
-are not in the log and so are processed again on restart.
+``run`` on files (a folder, paths) reads ahead: one thread reads and decodes the
+next fields and groups them, up to ``batch`` fields for one model call and one
+commit. With ``workers`` the groups are gated, segmented and classified by worker
+processes (``workers``: threads share Python's interpreter lock, processes scale)
+in a long run (``WORKERS_BACKLOG``); until they are ready, and without them, that
+thread gates and segments (``FieldPipeline.analyse``) while the model classifies
+the current group here. A group ends early when the source has nothing more for now (a hot folder
+between scans) or a slide ends, so a field that arrives alone is logged at once.
+Results are admitted, logged and reported here, in the source's order, each only
+after its group's commit: a crash loses at most the uncommitted group, whose
+fields are not in the log and so are processed again on restart.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import StationConfig, check_threads, station_threads
+from .config import StationConfig, check_threads, check_workers, station_threads, station_workers
 from .imageio import FieldError, write_field
 from .model import Model, load_model
 from .pipeline import Analysis, FieldPipeline, FieldResult
@@ -44,6 +48,7 @@ from .results_log import (
 )
 from .slide import MAX_UNCERTAIN, MIN_AGREEMENT, MIN_FIELDS, SlideTally
 from .sources.base import Frame, Source
+from .workers import FieldWorkers, WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +60,14 @@ BATCH = 16
 #: Decoded frames the read-ahead thread may hold queued, in bytes (at least one frame):
 #: large camera frames (36 MB at 12 MP) are read one or two ahead, 224 px fields 32.
 READ_AHEAD_BYTES = 64 << 20
+#: Fields a finite source (a folder read once, file paths) must still hold when its first
+#: group is full for the worker processes to start: each takes about half a second of a
+#: core to start, more than they save on a few hundred fields (``workers``). A watched
+#: folder (``Source.endless``) starts them with its first full group.
+WORKERS_BACKLOG = 1000
+#: What ``run`` may know of a frame before it is logged: its ``FieldResult`` (classified by
+#: a worker process), its ``Analysis`` (analysed on the reading thread) or nothing yet.
+Prepared = FieldResult | Analysis | None
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,10 @@ class Station:
     slide_pattern : ``time.strftime`` pattern naming a new slide in ``run``.
     batch : fields of a read-ahead source (``Source.read_ahead``) per group in
         ``run`` (module doc); 1 turns reading ahead off.
+    workers : processes that classify a read-ahead source's groups (``workers``),
+        started when a run's first full group comes from a watched folder or a source
+        with ``WORKERS_BACKLOG`` fields to go (``start_workers``: at once), and kept
+        until ``close``; 0: the reading thread and this process only.
     """
 
     def __init__(
@@ -151,14 +168,19 @@ class Station:
         frames_dir: str | Path | None = None,
         slide_pattern: str = SLIDE_PATTERN,
         batch: int = BATCH,
+        workers: int = 0,
     ):
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
+        if workers < 0:
+            raise ValueError(f"workers must be at least 0, got {workers}")
         self.model, self.log = model, log
         self.pipeline = FieldPipeline(model, seg_mode=seg_mode, threshold=threshold)
         self.frames_dir = Path(frames_dir) if frames_dir is not None else None
         self.slide_pattern = slide_pattern
-        self.batch = batch
+        self.batch, self.workers = batch, workers
+        self._workers: FieldWorkers | None = None  # started by the first read-ahead run
+        self._workers_failed = False
         self.current: str | None = None  # the slide ``process`` uses by default
         self._tallies: dict[str, SlideTally] = {}  # open slides this station works on
         self._lock = threading.RLock()  # slides, tallies and the log
@@ -176,10 +198,10 @@ class Station:
         frames_dir: str | Path | None = None,
         batch: int = BATCH,
     ) -> Station:
-        """A station as ``config`` describes it: its model, backend, threads, results
-        folder, slide pattern, trusted key, frames (``save_frames``, or ``frames_dir``)
-        and, if ``config_threshold``, its ``uncertain_threshold`` (else the model's);
-        ``batch`` as in ``Station``.
+        """A station as ``config`` describes it: its model, backend, threads, worker
+        processes, results folder, slide pattern, trusted key, frames (``save_frames``, or
+        ``frames_dir``) and, if ``config_threshold``, its ``uncertain_threshold`` (else the
+        model's); ``batch`` as in ``Station``.
         Raises ``ValueError`` (``ConfigError``, ``BundleError``) or ``ResultsError``
         naming the problem."""
         threads = check_threads(config.threads) or station_threads()
@@ -199,6 +221,9 @@ class Station:
             frames_dir=frames_dir,
             slide_pattern=config.slide_id,
             batch=batch,
+            workers=(
+                station_workers() if config.workers is None else check_workers(config.workers)
+            ),
         )
 
     # -- slides -----------------------------------------------------------------
@@ -314,15 +339,19 @@ class Station:
         return None if logged else slide
 
     def _classify_and_log(
-        self, items: list[tuple[Frame, str, Analysis | None]]
+        self, items: list[tuple[Frame, str, Prepared]]
     ) -> list[LoggedField | SlideError]:
-        """Classify admitted frames (frame, slide, its ``analyse`` if done) in one model
-        call and log them in one commit; per frame its ``LoggedField``, or the
+        """Classify admitted frames (frame, slide, what is done of it: ``Prepared``) in
+        one model call and log them in one commit; per frame its ``LoggedField``, or the
         ``SlideError`` that kept it out (its slide ended meanwhile). ``ResultsError`` if
         the log cannot be written: none of them is then logged or counted."""
+        results = [p if isinstance(p, FieldResult) else None for _, _, p in items]
+        todo = [i for i, r in enumerate(results) if r is None]
         with self._infer_lock:  # one model call at a time (LiteRT is not thread-safe), and
-            analyses = [a or self.pipeline.analyse(f) for f, _, a in items]  # reads go on
-            results = self.pipeline.classify(analyses)
+            if todo:  # reads go on
+                analyses = [items[i][2] or self.pipeline.analyse(items[i][0]) for i in todo]
+                for i, res in zip(todo, self.pipeline.classify(analyses)):
+                    results[i] = res
             images = [self._image_file(slide, f) for f, slide, _ in items]
         out: list[LoggedField | SlideError] = []
         with self._lock:
@@ -471,14 +500,14 @@ class Station:
         return touched
 
     def _process_group(
-        self, group: list[tuple[Frame, Analysis | None]], fixed: str | None
+        self, group: list[tuple[Frame, Prepared]], fixed: str | None
     ) -> list[tuple[Frame, LoggedField | SlideError]]:
-        """``process`` a group of ``run``'s frames (each with its ``analyse`` if done),
+        """``process`` a group of ``run``'s frames (each with what is done of it),
         each into its slide (``_route``), with one model call and one commit; the
         frames already logged are left out."""
         admitted, out, seen = [], [], set()
         with self._lock:
-            for frame, analysis in group:
+            for frame, prepared in group:
                 try:
                     slide = self._admit(frame, self._route(frame, fixed))
                 except SlideError as exc:
@@ -488,7 +517,7 @@ class Station:
                 if slide is None or (frame.sha256 is not None and key in seen):
                     continue  # logged before, or earlier in this group
                 seen.add(key)
-                admitted.append((frame, slide, analysis))
+                admitted.append((frame, slide, prepared))
         if admitted:
             logged = self._classify_and_log(admitted)
             out += [(frame, x) for (frame, _, _), x in zip(admitted, logged)]
@@ -508,15 +537,20 @@ class Station:
             self._open(self._default, origin="run")
         return self._default
 
-    def _read_ahead(self, source: Source) -> Iterator[list[tuple[Frame, Analysis | None]]]:
-        """``source``'s frames in groups of about ``batch`` fields (module doc), each frame
-        with its ``analyse`` made on a thread of its own, which reads at most two groups
-        and ``READ_AHEAD_BYTES`` ahead; a frame that ends a slide is a group of its own.
-        Stops that thread on leaving."""
-        ready: queue.Queue = queue.Queue(maxsize=2 * self.batch)
+    def _read_ahead(self, source: Source) -> Iterator[list[tuple[Frame, Prepared]]]:
+        """``source``'s frames in groups of about ``batch`` fields (module doc), made on a
+        thread of its own: a group is classified by the worker processes when they are
+        ready (each frame then comes with its ``FieldResult``), else analysed on that
+        thread (each frame with its ``Analysis``; ``None``: to be done here). That thread
+        reads at most a few groups and ``READ_AHEAD_BYTES`` ahead; a frame that ends a
+        slide is a group of its own. Stops that thread on leaving."""
+        ready: queue.Queue = queue.Queue(maxsize=2 + self.workers)
         quit_, room = threading.Event(), threading.Condition()
         held = [0]  # bytes of the frames queued
-        pause, end = object(), object()
+        end = object()
+        group: list[tuple[Frame, Analysis | None]] = []  # being made, on the reading thread
+        fields = [0]
+        pooled: list[FieldWorkers | None] = [None]  # the workers classifying ``group``
 
         def put(item: object, size: int = 0) -> None:
             with room:
@@ -530,65 +564,118 @@ class Station:
                 except queue.Full:
                     continue
 
+        def flush() -> None:
+            if not group:
+                return
+            frames = [f for f, _ in group]
+            work: Future | list[Prepared] = [a for _, a in group]
+            if pooled[0] is not None:
+                work = pooled[0].submit(frames)
+            group.clear()
+            fields[0] = 0
+            put((frames, work), sum(0 if f.rgb is None else f.rgb.nbytes for f in frames))
+
         def read() -> None:
             try:
                 for frame in source:
-                    analysis = self.pipeline.analyse(frame) if frame.ends_slide is None else None
-                    put((frame, analysis), 0 if frame.rgb is None else frame.rgb.nbytes)
+                    if frame.ends_slide is not None:
+                        flush()
+                        put(([frame], [None]))
+                    else:
+                        if not group:
+                            pooled[0] = self._ready_workers()
+                        analysis = None if pooled[0] else self.pipeline.analyse(frame)
+                        group.append((frame, analysis))
+                        gate = analysis.gate if analysis is not None else None
+                        fields[0] += 1 if gate is None else len(gate.fields)
+                        if fields[0] >= self.batch:
+                            if source.endless or (source.backlog or 0) >= WORKERS_BACKLOG:
+                                self.start_workers()  # a long run: worth their start
+                            flush()
                     if quit_.is_set():
                         return
+                flush()
             except BaseException as exc:  # raised again in the consumer
+                flush()
                 put(exc)
             finally:
                 put(end)
 
-        def taken(frame: Frame) -> None:
+        def taken(frames: list[Frame]) -> None:
             with room:
-                held[0] -= 0 if frame.rgb is None else frame.rgb.nbytes
+                held[0] -= sum(0 if f.rgb is None else f.rgb.nbytes for f in frames)
                 room.notify()
 
-        source.idle = lambda: put(pause)
+        source.idle = flush  # on the reading thread: a field that arrives alone goes on
         reader = threading.Thread(target=read, name="leukedge-read-ahead", daemon=True)
         reader.start()
         finished = False
         try:
-            group: list[tuple[Frame, Analysis | None]] = []
-            fields = 0
             while True:
                 item = ready.get()
                 if isinstance(item, BaseException):
-                    if group:
-                        yield group
                     raise item
-                finished = item is end
-                if isinstance(item, tuple):
-                    taken(item[0])
+                if item is end:
+                    finished = True
+                    return
+                frames, work = item
+                taken(frames)
                 if source.stopping:  # stop() before the next frame: the frames read
-                    if finished:  # ahead are not logged, so the next run does them
-                        return
-                    group, fields = [], 0
-                    continue
-                if item is end or item is pause or item[0].ends_slide is not None:
-                    if group:
-                        yield group
-                    group, fields = [], 0
-                    if finished:
-                        return
-                    if item is not pause:
-                        yield [item]
-                    continue
-                group.append(item)
-                gate = item[1].gate if item[1] is not None else None
-                fields += 1 if gate is None else len(gate.fields)
-                if fields >= self.batch:
-                    yield group
-                    group, fields = [], 0
+                    continue  # ahead are not logged, so the next run does them
+                if isinstance(work, Future):
+                    try:
+                        work = work.result()
+                    except WorkerError as exc:
+                        self._drop_workers(str(exc))
+                        work = [None] * len(frames)
+                yield list(zip(frames, work))
         finally:
             quit_.set()
             if not finished:
                 source.stop()
             reader.join()
             source.idle = None
+
+    def start_workers(self, wait: float = 0.0) -> bool:
+        """Start the worker processes now rather than with the first read-ahead run (a
+        station that will read files), waiting up to ``wait`` seconds for one to load the
+        model; True when one has. False, doing nothing, with ``workers`` 0 or after they
+        failed."""
+        with self._lock:
+            if self.workers and self._workers is None and not self._workers_failed:
+                self._workers = FieldWorkers(self.pipeline, self.workers)
+            workers = self._workers
+        return workers is not None and workers.wait_ready(wait)
+
+    def _ready_workers(self) -> FieldWorkers | None:
+        """The worker processes if they can take a group now; dropped with a warning if
+        they could not start."""
+        workers = self._workers
+        if workers is None:
+            return None
+        why = workers.failure
+        if why is not None:
+            self._drop_workers(why)
+            return None
+        return workers if workers.ready else None
+
+    def _drop_workers(self, why: str) -> None:
+        """Stop the worker processes after a failure; this station goes on without them."""
+        with self._lock:
+            workers, self._workers = self._workers, None
+            self._workers_failed = True
+        if workers is not None:
+            logger.warning(
+                "worker processes stopped (%s); fields are classified in this process", why
+            )
+            workers.close()
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started (the log stays open)."""
+        with self._lock:
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.close()
 
     def _check_model(self, slide_id: str) -> SlideInfo | None:
         """The slide's info (None if new); ``SlideError`` if invalid or of another model."""

@@ -71,9 +71,15 @@ class Source(ABC):
     asked). Such a consumer may iterate on a thread of its own (and then closes
     the source only once that thread is done) and sets ``idle``, called when
     the source has nothing more to give for now (before it ``wait``s).
+
+    ``endless`` is True for a source that gives fields until stopped (a watched
+    folder), so a consumer's investment in a long run (``station``'s worker
+    processes) pays off; ``backlog`` is how many files it has found and not yet
+    given (at most: some may be skipped), where it knows, else None.
     """
 
     read_ahead = False
+    endless = False
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -81,6 +87,7 @@ class Source(ABC):
         self._iter: Iterator[Frame] | None = None
         self.already_done: Callable[[Frame], str | None] | None = None
         self.idle: Callable[[], None] | None = None
+        self.backlog: int | None = None
 
     @abstractmethod
     def _generate(self) -> Iterator[Frame]:

@@ -77,11 +77,13 @@ class FilesSource(Source):
         self.patterns = list(patterns)
 
     def _generate(self) -> Iterator[Frame]:
-        for pattern in self.patterns:
-            paths = expand(pattern)
+        expanded = [(pattern, expand(pattern)) for pattern in self.patterns]
+        self.backlog = sum(len(paths) for _, paths in expanded)
+        for pattern, paths in expanded:
             if not paths:
                 yield Frame(str(pattern), error=f"{pattern}: no image files match")
             for path in paths:
                 if self.stopping:
                     return
                 yield read_frame(path)
+                self.backlog -= 1

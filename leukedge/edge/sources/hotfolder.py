@@ -81,6 +81,7 @@ class FolderSource(Source):
         if idle_end is not None and idle_end <= 0:
             raise ValueError(f"folder:{folder}: idle_end must be > 0 seconds, got {idle_end}")
         self.once, self.poll, self.settle, self.decode_timeout = once, poll, settle, decode_timeout
+        self.endless = not once
         self.end_marker, self.idle_end = end_marker, idle_end
         self._root = os.fsencode(self.folder)
         self._handled: dict[bytes, Key] = {}  # yielded or skipped, as it was then
@@ -197,7 +198,8 @@ class FolderSource(Source):
             now = time.monotonic()
             busy: set[str | None] = set()  # slides with files not settled yet
             skipped: Counter = Counter()
-            for _, path, slide, key in files:
+            for i, (_, path, slide, key) in enumerate(files):
+                self.backlog = len(files) - i
                 if only is not None and path not in only:
                     continue
                 if self._seen.get(path) != key:
