@@ -98,8 +98,7 @@ def run(
         fail("--reopen needs --slide: the ended slide to add fields to")
     try:
         cfg = _settings(config, source=source, backend=backend, threads=threads, model=model,
-                        workers=workers,
-                        results_dir=str(results_dir) if results_dir else None)  # fmt: skip
+                        workers=workers, results_dir=results_dir and str(results_dir))  # fmt: skip
         once_opt = {"once": True} if once and cfg.source.startswith("folder:") else {}
         src = open_source(cfg.source, **{**cfg.options_for(), **once_opt})
         station = Station.from_config(cfg, bool(config), frames_dir=save_frames, batch=batch)
@@ -119,7 +118,7 @@ def run(
         if logged.slide not in slides:
             slides.append(logged.slide)
 
-    with _notes():
+    with _notes(), station:  # the worker processes end with the run
         try:
             station.run(src, slide_id=slide, on_result=on_result,
                         on_slide_end=lambda s, _: print_slide(station.slide(s)))  # fmt: skip
@@ -127,8 +126,6 @@ def run(
             err_console.print("interrupted: the slide stays open; run again to continue it")
         except (ResultsError, SlideError) as exc:
             problem = str(exc)
-        finally:
-            station.close()
     _print_open(station, slides)
     if problem:
         fail(problem)

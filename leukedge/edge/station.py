@@ -677,6 +677,12 @@ class Station:
         if workers is not None:
             workers.close()
 
+    def __enter__(self) -> Station:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _check_model(self, slide_id: str) -> SlideInfo | None:
         """The slide's info (None if new); ``SlideError`` if invalid or of another model."""
         info = self.log.find_slide(validate_slide_id(slide_id))
