@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from leukedge.benchmarks import end_to_end
 from leukedge.cli import app
 
 SCHEMA = Path(__file__).resolve().parents[1] / "leukedge" / "benchmarks" / "schema.json"
@@ -170,7 +171,11 @@ def test_quick_figures_are_consistent(quick):
 
     picked = [m for m in r["models"] if m.get("picked", True)]
     folder = r["folder"]["rows"]
-    assert len(folder) == 2 * len(picked)  # one and two threads per bundle this machine runs
+    settings = end_to_end.FOLDER_SETTINGS  # one and two threads, two workers per bundle
+    assert len(folder) == len(settings) * len(picked)
+    assert [(f["threads"], f["batch"], f["workers"]) for f in folder[: len(settings)]] == [
+        *settings
+    ]
     for row in folder:
         for stats in (row["fields_per_s"], row["cpu_ms_per_field"]):
             assert stats["min"] <= stats["median"] <= stats["max"]

@@ -7,11 +7,16 @@ generated 2028x1520 camera frames (JPEG), with one OpenCV and one inference thre
 
 ``folder`` times what ``leukedge run --source folder:DIR --once`` does with a folder of
 224 px JPEG fields, from reading each file to its committed row in a results log: with one
-thread (each field read, decoded, gated, segmented, classified and logged in turn) and with
+thread (each field read, decoded, gated, segmented, classified and logged in turn); with
 two (the station reads ahead on a second thread while the model, on one thread,
-classifies groups of ``station.BATCH`` fields, one commit each). Settings alternate in
-each of ``FOLDER_REPEATS`` rounds; each row gives the median and range of fields per
-second and of CPU time per field (both threads), with the 1-minute load average.
+classifies groups of ``station.BATCH`` fields, one commit each); and with two worker
+processes (``leukedge.edge.workers``: groups gated, segmented and classified there, read,
+admitted and logged by the station), started and warmed before timing, as in a station
+that runs on (a watched folder). Each setting is one station, warmed on the folder, that
+logs each round as a new slide; settings alternate in each of ``FOLDER_REPEATS`` rounds;
+each row gives the median and range of fields per second and of CPU time per field (all
+threads and worker processes; the workers' from ``/proc``, so Linux only), with the
+1-minute load average.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
@@ -50,8 +56,9 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-#: (threads, fields per group) of the folder throughput settings (module doc).
-FOLDER_SETTINGS = ((1, 1), (2, BATCH))
+#: (threads, fields per group, worker processes) of the folder throughput settings (module
+#: doc); with workers, ``threads`` is the number of them.
+FOLDER_SETTINGS = ((1, 1, 0), (2, BATCH, 0), (2, BATCH, 2))
 #: Rounds of the folder settings, and fields in the folder (quick: 1 round of 8).
 FOLDER_REPEATS, FOLDER_FIELDS = 3, 400
 
@@ -136,23 +143,29 @@ def folder_throughput(m: dict, folder: Path, work: Path, repeats: int) -> list[d
     ``folder`` (module doc)."""
     model = load_model(m["bundle"], m["backend"], 1, route=m.get("route"))
     n = len(list(folder.iterdir()))
-    runs: dict[tuple[int, int], list[dict]] = {s: [] for s in FOLDER_SETTINGS}
-    for _ in range(repeats):
-        for threads, batch in FOLDER_SETTINGS:
-            with tempfile.TemporaryDirectory(dir=work) as tmp:
-                log = ResultsLog(tmp)
-                station = Station(model, log, batch=batch)
+    runs: dict[tuple[int, int, int], list[dict]] = {s: [] for s in FOLDER_SETTINGS}
+    with tempfile.TemporaryDirectory(dir=work) as tmp, ExitStack() as stack:
+        stations = {}
+        for threads, batch, workers in FOLDER_SETTINGS:
+            log = stack.enter_context(ResultsLog(Path(tmp) / f"{threads}-{batch}-{workers}"))
+            station = stack.enter_context(Station(model, log, batch=batch, workers=workers))
+            if workers and not station.start_workers(wait=WORKERS_START_S):
+                raise RuntimeError(f"folder throughput: {workers} worker processes did not start")
+            station.run(FolderSource(folder, once=True, settle=0), slide_id="warm")
+            stations[threads, batch, workers] = station
+        for i in range(repeats):
+            for setting, station in stations.items():
                 load = _load()
-                t0, c0 = time.perf_counter(), time.process_time()
-                station.run(FolderSource(folder, once=True, settle=0), slide_id="bench")
-                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-                logged = len(log.results("bench"))
-                log.close()
-            if logged != n:
-                raise RuntimeError(f"folder throughput: {logged} of {n} fields logged")
-            runs[threads, batch].append(
-                {"fields_per_s": n / wall, "cpu_ms_per_field": cpu * 1e3 / n, "load": load}
-            )
+                t0, c0 = time.perf_counter(), time.process_time() + _cpu(station.worker_pids)
+                station.run(FolderSource(folder, once=True, settle=0), slide_id=f"round-{i}")
+                wall = time.perf_counter() - t0
+                cpu = time.process_time() + _cpu(station.worker_pids) - c0
+                logged = len(station.log.results(f"round-{i}"))
+                if logged != n:
+                    raise RuntimeError(f"folder throughput: {logged} of {n} fields logged")
+                runs[setting].append(
+                    {"fields_per_s": n / wall, "cpu_ms_per_field": cpu * 1e3 / n, "load": load}
+                )
     return [
         {
             "name": m["name"],
@@ -162,14 +175,32 @@ def folder_throughput(m: dict, folder: Path, work: Path, repeats: int) -> list[d
             "backend": m["backend"],
             "threads": threads,
             "batch": batch,
+            "workers": workers,
             "fields": n,
             "repeats": repeats,
             "fields_per_s": _spread([r["fields_per_s"] for r in rs]),
             "cpu_ms_per_field": _spread([r["cpu_ms_per_field"] for r in rs]),
             "load": [r["load"] for r in rs if r["load"] is not None],
         }
-        for (threads, batch), rs in runs.items()
+        for (threads, batch, workers), rs in runs.items()
     ]
+
+
+#: Seconds the worker processes may take to start before the folder benchmark gives up.
+WORKERS_START_S = 120
+
+
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes ``pids`` have used (Linux ``/proc``; 0.0
+    elsewhere or for one that has ended)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK") if pids else 0.0
 
 
 def folder_run(models: list[dict], data_dir: Path, quick: bool, work: Path) -> dict:

@@ -253,6 +253,7 @@ def folder_section(folder: dict) -> list[str]:
             r["backend"],
             str(r["threads"]),
             str(r["batch"]),
+            str(r.get("workers", 0)),
             str(r["fields"]),
             spread(r["fields_per_s"], ".1f"),
             spread(r["cpu_ms_per_field"], ".2f"),
@@ -260,15 +261,17 @@ def folder_section(folder: dict) -> list[str]:
         ]
         for r in folder["rows"]
     ]
-    header = ["model", "file (SHA-256)", "backend", "threads", "batch", "fields"]
+    header = ["model", "file (SHA-256)", "backend", "threads", "batch", "workers", "fields"]
     header += ["fields/s", "CPU ms per field", "load (1 min)"]
     return [
         "## Folder throughput (224 px JPEG fields, file to logged result)",
         "",
-        "`leukedge run --source folder:DIR --once` on a folder of fields, each round a fresh "
-        "results log: one thread, or two (decode, gate and segmentation read ahead on one "
-        "while the model, one inference thread, classifies *batch* fields per call and per "
-        "commit). Median (range) over the rounds; CPU of both threads.",
+        "`leukedge run --source folder:DIR --once` on a folder of fields, each round a new "
+        "slide of a warmed station: one thread; two (decode, gate and segmentation read ahead "
+        "on one while the model, one inference thread, classifies *batch* fields per call and "
+        "per commit); or two *workers* (processes that gate, segment and classify each group; "
+        "the station reads, decodes and logs), started before timing as in a station that "
+        "runs on. Median (range) over the rounds; CPU of every thread and worker.",
         "",
         *_table(header, rows),
     ]

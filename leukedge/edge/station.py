@@ -670,6 +670,12 @@ class Station:
             )
             workers.close()
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The process ids of the worker processes running now (none: [])."""
+        workers = self._workers
+        return [] if workers is None else workers.pids
+
     def close(self) -> None:
         """Stop the worker processes, if any were started (the log stays open)."""
         with self._lock:

@@ -174,6 +174,11 @@ class FieldWorkers:
         return self.ready
 
     @property
+    def pids(self) -> list[int]:
+        """The workers' process ids (to watch their memory or CPU)."""
+        return [w.proc.pid for w in self._workers]
+
+    @property
     def failure(self) -> str | None:
         """Why no worker can classify (all failed or died), else None."""
         if all(w.failure is not None for w in self._workers):
