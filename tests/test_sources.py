@@ -345,6 +345,22 @@ def test_folder_processes_existing_files_by_mtime_and_ignores_temp_files(tmp_pat
     assert first.sha256 == hashlib.sha256(Path(first.source_id).read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("kind", ["folder-once", "folder", "paths"])
+def test_file_sources_say_how_many_files_are_left_and_whether_they_end(tmp_path, kind):
+    for i in range(3):
+        _png(tmp_path / f"{i}.png", _field(i))
+    uri = {"folder-once": f"folder:{tmp_path}", "folder": f"folder:{tmp_path}"}
+    options = {"folder-once": {"once": True, **FAST}, "folder": {**FAST, "poll": 0.01}}
+    source = open_source(uri.get(kind, str(tmp_path / "*.png")), **options.get(kind, {}))
+    assert source.endless is (kind == "folder")  # a watched folder gives fields until stopped
+    left = []
+    with source:
+        for _ in range(3):
+            next(source)
+            left.append(source.backlog)
+    assert left == [3, 2, 1]  # with the frame in hand
+
+
 def test_folder_bad_files_give_error_frames_and_iteration_continues(tmp_path):
     expected = _bad_files(tmp_path)
     good = _png(tmp_path / "zz-good.png", _field())
