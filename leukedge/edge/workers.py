@@ -53,6 +53,7 @@ class _Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            start_new_session=True,  # Ctrl-C is the station's to handle; EOF ends a worker
         )
         self.ready = threading.Event()
         self.failure: str | None = None
