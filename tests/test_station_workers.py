@@ -162,3 +162,18 @@ def test_unset_workers_are_one_per_core_from_two(
     path.write_text(f"workers = {cores + 1}\n")
     with pytest.raises(ConfigError, match=r"station.toml: key 'workers' must be an integer in 0"):
         load_config(path)
+
+
+def test_workers_that_cannot_be_started_leave_the_run_to_this_process(
+    tiny_bundle, tmp_path, monkeypatch, caplog
+):
+    from leukedge.edge import workers as workers_module
+
+    monkeypatch.setattr(workers_module.sys, "executable", str(tmp_path / "no-python"))
+    names = _folder(tmp_path / "scans", 9)
+    station = _station(tiny_bundle, tmp_path / "results", workers=2)
+    with caplog.at_level(logging.WARNING, logger="leukedge"):
+        assert not station.start_workers(wait=START_S)
+        rows = _run(station, tmp_path / "scans")
+    assert [Path(r["source_id"]).name for r in rows] == names
+    assert "cannot start a worker process" in caplog.text and "no-python" in caplog.text

@@ -643,7 +643,11 @@ class Station:
         failed."""
         with self._lock:
             if self.workers and self._workers is None and not self._workers_failed:
-                self._workers = FieldWorkers(self.pipeline, self.workers)
+                try:
+                    self._workers = FieldWorkers(self.pipeline, self.workers)
+                except WorkerError as exc:
+                    self._workers_failed = True
+                    logger.warning("%s; fields are classified in this process", exc)
             workers = self._workers
         return workers is not None and workers.wait_ready(wait)
 

@@ -157,7 +157,13 @@ class FieldWorkers:
         env = dict(os.environ)  # the workers import this leukedge, however it was found
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self._workers = [_Worker(init, env) for _ in range(processes)]
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(processes):
+                self._workers.append(_Worker(init, env))
+        except OSError as exc:  # no interpreter to start, no processes left
+            self.close()
+            raise WorkerError(f"cannot start a worker process ({exc})") from exc
 
     @property
     def ready(self) -> bool:
