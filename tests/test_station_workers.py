@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+from concurrent.futures import Future
 from pathlib import Path
 
+import cv2
 import pytest
 from test_station_batch import ROW, _folder
 
 from leukedge.edge import station as station_module
+from leukedge.edge.classes import CLASSES
 from leukedge.edge.config import ConfigError, StationConfig, load_config
 from leukedge.edge.model import load_model
 from leukedge.edge.results_log import ResultsLog
 from leukedge.edge.sources import open_source
 from leukedge.edge.station import Station
+from leukedge.edge.synth import synth_field
 
 #: Long enough for a worker to import leukedge and load a model on a loaded CI machine.
 START_S = 120
@@ -177,3 +182,48 @@ def test_workers_that_cannot_be_started_leave_the_run_to_this_process(
         rows = _run(station, tmp_path / "scans")
     assert [Path(r["source_id"]).name for r in rows] == names
     assert "cannot start a worker process" in caplog.text and "no-python" in caplog.text
+
+
+class _InProcess:
+    """Workers that classify each group at once in this process, recording its frames."""
+
+    ready, failure, pids = True, None, []
+
+    def __init__(self, pipeline, processes):
+        self.pipeline, self.groups = pipeline, []
+        GROUPS.append(self.groups)
+
+    def submit(self, frames):
+        self.groups.append([Path(f.source_id).name for f in frames])
+        future = Future()
+        future.set_result(self.pipeline.classify([self.pipeline.analyse(f) for f in frames]))
+        return future
+
+    def wait_ready(self, timeout):
+        return True
+
+    def close(self):
+        pass
+
+
+GROUPS: list = []
+
+
+def test_a_group_for_the_workers_holds_a_batch_of_fields_not_of_frames(
+    tiny_bundle, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(station_module, "FieldWorkers", _InProcess)
+    GROUPS.clear()
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    sizes = [64, 64, 64, 700, 700, 700, 64]  # 700 px: a camera frame's worth of fields
+    for i, side in enumerate(sizes):
+        rgb = synth_field(CLASSES[i % 4], size=(side, side), seed=i)[0]
+        cv2.imwrite(str(folder / f"f{i}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        os.utime(folder / f"f{i}.png", ns=(1_700_000_000_000_000_000 + i * 10**9,) * 2)
+    station = Station(load_model(tiny_bundle), ResultsLog(":memory:"), batch=12, workers=2)
+    assert station.start_workers()
+    rows = _run(station, folder)
+    assert len(rows) == len(sizes) and all(r["error"] is None for r in rows)
+    # 64 px: one field each; 700 px: MAX_TILES (9) each, so a large frame closes a group
+    assert GROUPS == [[["f0.png", "f1.png", "f2.png", "f3.png"], ["f4.png", "f5.png"], ["f6.png"]]]

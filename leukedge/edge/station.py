@@ -46,6 +46,7 @@ from .results_log import (
     default_results_dir,
     validate_slide_id,
 )
+from .scale import MAX_TILES
 from .slide import MAX_UNCERTAIN, MIN_AGREEMENT, MIN_FIELDS, SlideTally
 from .sources.base import Frame, Source
 from .workers import FieldWorkers, WorkerError
@@ -587,7 +588,7 @@ class Station:
                         analysis = None if pooled[0] else self.pipeline.analyse(frame)
                         group.append((frame, analysis))
                         gate = analysis.gate if analysis is not None else None
-                        fields[0] += 1 if gate is None else len(gate.fields)
+                        fields[0] += self._fields_of(frame) if gate is None else len(gate.fields)
                         if fields[0] >= self.batch:
                             if source.endless or (source.backlog or 0) >= WORKERS_BACKLOG:
                                 self.start_workers()  # a long run: worth their start
@@ -635,6 +636,15 @@ class Station:
                 source.stop()
             reader.join()
             source.idle = None
+
+    def _fields_of(self, frame: Frame) -> int:
+        """The fields a frame not yet gated will likely be classified as: its area in
+        training fields, at most ``MAX_TILES`` (a camera frame's worth), so a group of
+        large frames stays a few frames."""
+        if frame.rgb is None:
+            return 1
+        h, w = frame.rgb.shape[:2]
+        return min(MAX_TILES, max(1, h * w // self.pipeline.field_px**2))
 
     def start_workers(self, wait: float = 0.0) -> bool:
         """Start the worker processes now rather than with the first read-ahead run (a
