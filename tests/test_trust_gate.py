@@ -16,7 +16,7 @@ from leukedge.edge.classes import CLASSES
 from leukedge.edge.illumination import white_balance
 from leukedge.edge.imageio import read_field
 from leukedge.edge.model import load_model
-from leukedge.edge.phash import perceptual_hash
+from leukedge.edge.phash import distances, hamming, perceptual_hash
 from leukedge.edge.pipeline import REASONS, FieldPipeline
 from leukedge.edge.quality import quality_reference
 from leukedge.edge.scale import (
@@ -214,6 +214,17 @@ def test_copies_count_once():
     others = [perceptual_hash(f) for f in CLEAN[1:]]
     fresh = SlideTally("t")
     assert not any(fresh.add("Pro", False, False, phash=h) for h in others)
+
+
+@pytest.mark.parametrize("popcount", ["bitwise_count", "byte table"])
+def test_hash_distances_are_the_differing_bits(monkeypatch, popcount):
+    if popcount == "byte table":  # numpy < 2
+        monkeypatch.delattr(np, "bitwise_count", raising=False)
+    hashes = np.random.default_rng(0).integers(0, 256, (300, 8), dtype=np.uint8)
+    hashes[7] = hashes[0] ^ np.array([1, 0, 0, 0, 0, 0, 0, 128], np.uint8)  # 2 bits apart
+    bits = np.unpackbits(hashes ^ hashes[0], axis=1).sum(axis=1)
+    assert distances(hashes, hashes[0]).tolist() == bits.tolist()
+    assert distances(hashes, hashes[0])[7] == 2 and hamming(hashes[0], hashes[7]) == 2
 
 
 def test_flagged_quarter_refers_with_top_reasons():

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .classes import DESCRIPTIONS
-from .phash import NEAR_DUPLICATE_BITS
+from .phash import NEAR_DUPLICATE_BITS, distances
 
 MAX_UNCERTAIN = 0.25
 MIN_AGREEMENT = 0.8
@@ -65,8 +65,7 @@ class SlideTally:
         if sha256 is not None and sha256 in self._sha256:
             return True
         if phash is not None and len(self._phashes):
-            bits = np.unpackbits(np.bitwise_xor(self._phashes, phash), axis=1)
-            return bool(bits.sum(axis=1).min() <= NEAR_DUPLICATE_BITS)
+            return bool(distances(self._phashes, phash).min() <= NEAR_DUPLICATE_BITS)
         return False
 
     def add(
