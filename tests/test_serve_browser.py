@@ -128,7 +128,8 @@ def test_a_slide_from_the_page(browser, tmp_path):
         browser.find_elements(By.CSS_SELECTOR, "#gallery .card-button")[-1].click()  # the first
         wait_for(lambda: browser.find_element(By.ID, "detail").is_displayed(), what="detail")
         wait_for(lambda: _loaded(browser, "detail-explain") > 0, 60, "the explanation")
-        assert _loaded(browser, "detail-view") == station.model.preprocess.size  # 224
+        size = station.model.preprocess.size  # 224; the two images load independently
+        wait_for(lambda: _loaded(browser, "detail-view") == size, what="the model's view")
         assert _text(browser, "explain-caption").startswith("Explanation: where covering")
         first = station.log.results("S-0042")[0]
         assert _text(browser, "detail-title") == f"#{first['id']} {first['source_id']}"
