@@ -14,8 +14,9 @@ commit. With ``workers`` the groups are gated, segmented and classified by worke
 processes (``workers``: threads share Python's interpreter lock, processes scale)
 in a long run (``WORKERS_BACKLOG``); until they are ready, and without them, that
 thread gates and segments (``FieldPipeline.analyse``) while the model classifies
-the current group here. A group ends early when the source has nothing more for now (a hot folder
-between scans) or a slide ends, so a field that arrives alone is logged at once.
+the current group here. A group ends early when the source has nothing more for
+now (a hot folder between scans) or a slide ends, so a field that arrives alone
+is logged at once.
 Results are admitted, logged and reported here, in the source's order, each only
 after its group's commit: a crash loses at most the uncommitted group, whose
 fields are not in the log and so are processed again on restart.
@@ -69,6 +70,11 @@ WORKERS_BACKLOG = 1000
 #: What ``run`` may know of a frame before it is logged: its ``FieldResult`` (classified by
 #: a worker process), its ``Analysis`` (analysed on the reading thread) or nothing yet.
 Prepared = FieldResult | Analysis | None
+
+
+def _nbytes(frames: list[Frame]) -> int:
+    """Bytes of the decoded pixels of ``frames`` (what ``READ_AHEAD_BYTES`` bounds)."""
+    return sum(0 if f.rgb is None else f.rgb.nbytes for f in frames)
 
 
 @dataclass(frozen=True)
@@ -574,7 +580,7 @@ class Station:
                 work = pooled[0].submit(frames)
             group.clear()
             fields[0] = 0
-            put((frames, work), sum(0 if f.rgb is None else f.rgb.nbytes for f in frames))
+            put((frames, work), _nbytes(frames))
 
         def read() -> None:
             try:
@@ -604,7 +610,7 @@ class Station:
 
         def taken(frames: list[Frame]) -> None:
             with room:
-                held[0] -= sum(0 if f.rgb is None else f.rgb.nbytes for f in frames)
+                held[0] -= _nbytes(frames)
                 room.notify()
 
         source.idle = flush  # on the reading thread: a field that arrives alone goes on
