@@ -62,9 +62,9 @@ def station_workers() -> int:
 
 
 def check_workers(workers: object, where: str = "workers") -> int:
-    """``workers`` when it is an integer in 0..the CPU cores; else ``ConfigError``
-    naming ``where``."""
-    limit = os.cpu_count() or 1
+    """``workers`` when it is an integer in 0..the CPU cores this process may use (as
+    ``station_workers`` counts them); else ``ConfigError`` naming ``where``."""
+    limit = _cores()
     if not isinstance(workers, int) or isinstance(workers, bool) or not 0 <= workers <= limit:
         raise ConfigError(
             f"{where} must be an integer in 0..{limit} (the CPU cores here; 0: no worker "
